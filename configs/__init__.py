@@ -1,0 +1,1 @@
+"""Experiment configs: `base.py` is shared, every other file is one experiment."""

@@ -1,0 +1,3 @@
+"""t2v: audio-driven talking heads in JAX/Flax, from one CPU core to a TPU/GPU slice."""
+
+__version__ = "0.1.0"

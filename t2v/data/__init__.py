@@ -1,0 +1,1 @@
+"""Data: the procedural talking heads, the record format and the online input pipeline."""

@@ -1,0 +1,1 @@
+"""Pure Flax Linen modules: no losses, no optimizers, no I/O."""
