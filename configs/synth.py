@@ -1,0 +1,29 @@
+"""Procedural talking heads (`t2v synth`): how many clips, which languages, which format.
+
+    t2v synth --out DIR --clips 100 --langs en,de,fr --format records
+    t2v synth --config configs/synth.py:tiny --out DIR --config.synth.size=128
+"""
+
+from configs import base
+
+
+def get_config(arg=None):
+    c = base.get_config()
+    c.task = "synth"
+    c.synth = dict(
+        clips=100,
+        langs="en,de,fr,es,it,pt",
+        format="records",   # "records" (ground-truth ArrayRecord) or "voxceleb2" (mp4 tree)
+        texture="",         # "" = painted faces; a photo path, or "astronaut"
+        size=224,
+        seed=0,
+        speakers=0,         # 0 = one new speaker every few clips
+        shards=4,
+    )
+    if arg == "tiny":
+        c.synth.clips = 4
+        c.synth.size = 96
+        c.synth.shards = 1
+    elif arg not in (None, ""):
+        raise ValueError(f"configs/synth.py: unknown variant {arg!r} (known: tiny)")
+    return c
