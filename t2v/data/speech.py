@@ -1,0 +1,631 @@
+"""Real speech from eSpeak NG, with the phoneme and word timings that drive the synthetic mouth.
+
+`speak(text, language, variant, pitch, rate)` returns a `Speech`: a mono float32 wave at
+16 kHz (peak 0.9) and, aligned with it sample for sample, the phonemes eSpeak spoke and
+the words they belong to. The library and its voice data come from the `espeakng-loader`
+wheel; nothing is installed on the system or downloaded.
+
+Timing conventions:
+  * `phonemes` tile the whole clip: the first starts at 0, each ends where the next
+    starts and the last ends at the end of the audio. Silence is a phoneme too: a
+    symbol starting with "_" (`Phoneme.is_pause`): "_" a short pause (also the silence
+    eSpeak leaves before the first sound), "_:" the pause at a comma or full stop.
+  * symbols are eSpeak's phoneme mnemonics (e.g. "a", "@", "tS", "aI", "3:") with the
+    stress marks "'" and "," removed, so that one table of visemes serves stressed and
+    unstressed vowels alike.
+  * a stop's span starts at its silent closure (lips shut before the burst of a /p/),
+    not at the burst where eSpeak reports it; see `_timings`.
+  * `words` hold (text, start, end) from the first to the last sounding phoneme of the
+    word, so the pauses between words belong to no word. eSpeak joins some unstressed
+    words to a neighbour ("the" in "in the garden", French "s'il"), which then have no
+    entry of their own, and may split a number into several entries.
+
+eSpeak keeps state between utterances (pitch flutter, noise generators), so two calls
+with the same arguments would not give the same wave. Each call therefore loads a
+private copy of the library afresh and unloads it afterwards (about 3 ms): the output
+depends only on the arguments, in any process and after any history of calls.
+"""
+
+from __future__ import annotations
+
+import _ctypes
+import atexit
+import ctypes
+import dataclasses
+import functools
+import os
+import pathlib
+import shutil
+import tempfile
+import threading
+
+import espeakng_loader
+import numpy as np
+
+from t2v import audio
+
+# --------------------------------------------------------------------------- public API
+
+LANGUAGES: tuple[str, ...] = ("en", "de", "fr", "es", "it", "pt", "nl", "pl", "sv", "tr", "cs", "ru")
+# The numbered human-sounding variants of espeak-ng-data/voices/!v (checked by the tests).
+VOICE_VARIANTS: tuple[str, ...] = (
+    "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5",
+)  # fmt: skip
+PITCH_RANGE = (30, 70)  # eSpeak's 0..100 scale; outside this the voices sound strained
+RATE_RANGE = (130, 190)  # words per minute
+STRESS_MARKS = "',"
+_MIN_CLOSURE_S = 0.01  # shorter silent runs are the zero crossings of a waveform, not a closure
+_SILENCE_LEVEL = 2  # int16 rounding
+_ECHO_MARGIN = 0.35  # see _silence
+
+
+@dataclasses.dataclass(frozen=True)
+class Phoneme:
+    symbol: str  # eSpeak phoneme mnemonic without stress marks: "a", "@", "p", "tS", "_:" (pause)
+    start: float  # seconds from the start of the audio
+    end: float  # seconds
+
+    @property
+    def is_pause(self) -> bool:
+        return self.symbol.startswith("_")
+
+
+@dataclasses.dataclass(frozen=True)
+class Speech:
+    audio: np.ndarray  # float32 [samples], mono, peak 0.9
+    sample_rate: int
+    phonemes: tuple[Phoneme, ...]  # in time order, tiling [0, duration], pauses included
+    words: tuple[tuple[str, float, float], ...]  # (word as written, start, end) in seconds
+    text: str
+    language: str  # eSpeak language name, e.g. "en"
+    voice: str  # the eSpeak voice used, e.g. "en+f3" (just "en" without a variant)
+
+    @property
+    def duration(self) -> float:
+        return len(self.audio) / self.sample_rate
+
+
+def speak(
+    text: str,
+    language: str = "en",
+    variant: str | None = None,
+    pitch: int = 50,
+    rate: int = 160,
+    sample_rate: int = audio.SAMPLE_RATE,
+) -> Speech:
+    """Speaks `text` with eSpeak NG.
+
+    `language` is any eSpeak language ("en", "de", "pt-br", ...; `LANGUAGES` lists the
+    ones this project checks), `variant` a file of espeak-ng-data/voices/!v ("f3", "m1";
+    `VOICE_VARIANTS` are the natural-sounding ones), `pitch` eSpeak's base pitch 0..100,
+    `rate` words per minute 80..450. The same arguments always give the same `Speech`.
+    Raises ValueError for empty text, an unknown language or variant, or parameters
+    out of range.
+    """
+    if not text.strip():
+        raise ValueError("speak: the text is empty")
+    if not language or "+" in language:
+        raise ValueError(f"speak: language {language!r} must be an eSpeak language name such as 'en'")
+    if variant is not None and variant not in available_variants():
+        raise ValueError(f"speak: eSpeak has no voice variant {variant!r} (in {_data_path() / 'voices' / '!v'})")
+    if not 0 <= pitch <= 100:
+        raise ValueError(f"speak: pitch {pitch} is outside eSpeak's 0..100")
+    if not 80 <= rate <= 450:
+        raise ValueError(f"speak: rate {rate} words per minute is outside eSpeak's 80..450")
+    voice = language if variant is None else f"{language}+{variant}"
+
+    native_rate, samples, events = _synthesize(text, voice, pitch, rate)
+    if not np.any(samples):
+        raise ValueError(f"speak: eSpeak produced no sound for {text!r} in {voice!r}")
+    wave = audio.resample(samples.astype(np.float32) / 32768.0, native_rate, sample_rate)
+    wave = (0.9 / np.abs(wave).max() * wave).astype(np.float32)
+    silent = _silence(samples, variant, native_rate)
+    phonemes, words = _timings(events, text, silent, native_rate, len(wave) / sample_rate)
+    return Speech(wave, sample_rate, phonemes, words, text, language, voice)
+
+
+def random_utterance(rng: np.random.Generator, language: str) -> tuple[str, str, int, int]:
+    """Draws (text, variant, pitch, rate) for `speak`: one of `SENTENCES[language]`, one
+    of `VOICE_VARIANTS`, pitch in `PITCH_RANGE` and rate in `RATE_RANGE` (inclusive)."""
+    if language not in SENTENCES:
+        raise ValueError(f"random_utterance: no sentences for language {language!r}; choose one of {LANGUAGES}")
+    sentences = SENTENCES[language]
+    text = sentences[rng.integers(len(sentences))]
+    variant = VOICE_VARIANTS[rng.integers(len(VOICE_VARIANTS))]
+    pitch = int(rng.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1))
+    rate = int(rng.integers(RATE_RANGE[0], RATE_RANGE[1] + 1))
+    return text, variant, pitch, rate
+
+
+@functools.cache
+def available_variants() -> frozenset[str]:
+    """Every voice variant eSpeak's data holds (the names after "+" in "en+f3")."""
+    return frozenset(os.listdir(_data_path() / "voices" / "!v"))
+
+
+# --------------------------------------------------------------------------- timings
+
+
+def _timings(
+    events: list[_Event], text: str, silent: np.ndarray, native_rate: int, duration: float
+) -> tuple[tuple[Phoneme, ...], tuple[tuple[str, float, float], ...]]:
+    """Phonemes tiling [0, duration] and the words' spans, from eSpeak's events.
+
+    `silent` marks the native-rate samples where eSpeak produced nothing. eSpeak reports
+    a stop at its release, so the silent closure before it (lips shut before the burst
+    of a /p/) ends the previous phoneme's span instead; silence at the end of a sounding
+    phoneme's span is therefore handed to the phoneme that follows (a stop's closure, or
+    a pause). A phoneme eSpeak lists but does not sound at all is left out.
+    """
+    symbols, starts, word_of_phoneme, word_texts = [], [], [], []
+    for event in events:
+        if event.kind == _EVENT_WORD:
+            # text_position counts characters from 1; the word's length is in characters too.
+            word_texts.append(text[event.text_position - 1 : event.text_position - 1 + event.length].strip())
+        elif event.kind == _EVENT_PHONEME and event.symbol:
+            symbols.append(event.symbol.strip(STRESS_MARKS) or event.symbol)
+            starts.append(min(event.sample, len(silent)))
+            word_of_phoneme.append(len(word_texts) - 1)
+    if not symbols or starts[0] > 0:  # the silence before the first sound
+        symbols.insert(0, "_")
+        starts.insert(0, 0)
+        word_of_phoneme.insert(0, -1)
+
+    min_closure = round(_MIN_CLOSURE_S * native_rate)
+    for i in range(1, len(starts)):
+        if symbols[i - 1].startswith("_"):
+            continue
+        sounding = np.flatnonzero(~silent[starts[i - 1] : starts[i]])
+        silence_start = starts[i - 1] + (int(sounding[-1]) + 1 if len(sounding) else 0)
+        if starts[i] - silence_start >= min_closure:
+            starts[i] = silence_start
+
+    seconds = [start / native_rate for start in starts] + [duration]
+    phonemes, spans = [], {}
+    for symbol, start, end, word in zip(symbols, seconds, seconds[1:], word_of_phoneme):
+        end = min(end, duration)
+        if end <= start:  # eSpeak marks some boundaries with zero-length pauses
+            continue
+        phoneme = Phoneme(symbol, start, end)
+        phonemes.append(phoneme)
+        if word >= 0 and not phoneme.is_pause:
+            first, _ = spans.get(word, (start, end))
+            spans[word] = (first, end)
+    words = tuple((word_texts[i], start, end) for i, (start, end) in sorted(spans.items()))
+    return tuple(phonemes), words
+
+
+def _silence(samples: np.ndarray, variant: str | None, native_rate: int) -> np.ndarray:
+    """bool [samples]: where eSpeak generated no sound.
+
+    Some variants add an echo (`echo <delay ms> <amplitude/256>` in their voice file),
+    which fills pauses with a faint copy of earlier speech. Where eSpeak is silent the
+    signal is just that copy; eSpeak scales it by about 75 to 100 % of the file's figure
+    (it varies between clauses), so a sample counts as silent when the nominal echo
+    explains it up to that margin.
+    """
+    level = np.abs(samples.astype(np.float64))
+    delay_ms, amplitude = _echo(variant) if variant else (0, 0)
+    delay = delay_ms * native_rate // 1000
+    if not (0 < delay < len(samples) and 0 < amplitude < 256):
+        return level <= _SILENCE_LEVEL
+    echo = np.zeros_like(level)
+    echo[delay:] = amplitude / 256 * samples[:-delay]
+    return np.abs(samples - echo) <= _SILENCE_LEVEL + _ECHO_MARGIN * np.abs(echo)
+
+
+@functools.cache
+def _echo(variant: str) -> tuple[int, int]:
+    """(delay in ms, amplitude in 1/256) of a variant's echo; (0, 0) without one."""
+    for line in (_data_path() / "voices" / "!v" / variant).read_text(errors="replace").splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[0] == "echo" and fields[1].isdigit() and fields[2].isdigit():
+            return int(fields[1]), int(fields[2])
+    return 0, 0
+
+
+# --------------------------------------------------------------------------- eSpeak NG through ctypes
+
+# speak_lib.h
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_INITIALIZE_PHONEME_EVENTS = 0x0001
+_INITIALIZE_DONT_EXIT = 0x8000  # return errors instead of calling exit()
+_POS_CHARACTER = 1
+_CHARS_UTF8 = 1
+_PARAMETER_RATE = 1
+_PARAMETER_PITCH = 3
+_EVENT_LIST_TERMINATED = 0
+_EVENT_WORD = 1
+_EVENT_PHONEME = 7
+
+
+class _EventId(ctypes.Union):
+    _fields_ = [
+        ("number", ctypes.c_int),  # word and sentence events
+        ("name", ctypes.c_char_p),  # mark and play events
+        ("string", ctypes.c_char * 8),  # phoneme events: the mnemonic, not always NUL-terminated
+    ]
+
+
+class _EspeakEvent(ctypes.Structure):
+    """espeak_EVENT (40 bytes on 64-bit platforms: `id` sits at offset 32)."""
+
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("unique_identifier", ctypes.c_uint),
+        ("text_position", ctypes.c_int),  # characters from the start of the text, from 1
+        ("length", ctypes.c_int),  # word length in characters
+        ("audio_position", ctypes.c_int),  # milliseconds (rounded down; `sample` is exact)
+        ("sample", ctypes.c_int),  # sample index in the native-rate output
+        ("user_data", ctypes.c_void_p),
+        ("id", _EventId),
+    ]
+
+
+_SynthCallback = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_EspeakEvent)
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Event:
+    kind: int
+    text_position: int
+    length: int
+    sample: int
+    symbol: str  # phoneme events only
+
+
+_LOCK = threading.Lock()  # one synthesis at a time: eSpeak's state is global to the library
+
+
+def _data_path() -> pathlib.Path:
+    return pathlib.Path(espeakng_loader.get_data_path())
+
+
+@functools.cache
+def _private_library() -> str:
+    """Path of a copy of libespeak-ng that only this module opens.
+
+    dlclose unloads a library, and so resets its state, only when nobody else holds it
+    open; a copy under its own name guarantees that. On Linux the copy lives in memory
+    (memfd) and is inherited by forked workers; elsewhere it is a temporary file.
+    """
+    with open(espeakng_loader.get_library_path(), "rb") as original:
+        image = original.read()
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("t2v-libespeak-ng")
+        os.write(fd, image)
+        return f"/proc/self/fd/{fd}"
+    folder = tempfile.mkdtemp(prefix="t2v-espeak-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = os.path.join(folder, os.path.basename(espeakng_loader.get_library_path()))
+    with open(path, "wb") as copy:
+        copy.write(image)
+    return path
+
+
+def _synthesize(text: str, voice: str, pitch: int, rate: int) -> tuple[int, np.ndarray, list[_Event]]:
+    """Runs eSpeak on freshly loaded library state: (native rate, int16 samples, events)."""
+    chunks: list[np.ndarray] = []
+    events: list[_Event] = []
+
+    def collect(wave, num_samples, event_list):
+        if num_samples > 0:
+            chunks.append(np.ctypeslib.as_array(wave, (num_samples,)).copy())
+        i = 0
+        while event_list and event_list[i].type != _EVENT_LIST_TERMINATED:
+            event = event_list[i]
+            symbol = event.id.string.decode("utf-8", "replace") if event.type == _EVENT_PHONEME else ""
+            events.append(_Event(event.type, event.text_position, event.length, event.sample, symbol))
+            i += 1
+        return 0  # 0: go on synthesizing
+
+    callback = _SynthCallback(collect)  # kept alive until the library is unloaded
+    encoded = text.encode("utf-8")
+    with _LOCK:
+        library = ctypes.CDLL(_private_library(), mode=ctypes.RTLD_LOCAL)
+        try:
+            library.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+            library.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+            library.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+            library.espeak_SetSynthCallback.argtypes = [_SynthCallback]
+            library.espeak_Synth.argtypes = [
+                ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
+                ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
+            ]  # fmt: skip
+            # `path` is the folder that contains espeak-ng-data.
+            native_rate = library.espeak_Initialize(
+                _AUDIO_OUTPUT_SYNCHRONOUS,
+                0,
+                str(_data_path().parent).encode(),
+                _INITIALIZE_PHONEME_EVENTS | _INITIALIZE_DONT_EXIT,
+            )
+            if native_rate <= 0:
+                raise RuntimeError(f"speak: eSpeak NG failed to start with the data in {_data_path()}")
+            if library.espeak_SetVoiceByName(voice.encode()) != 0:
+                raise ValueError(f"speak: eSpeak NG has no language {voice.split('+')[0]!r}")
+            library.espeak_SetParameter(_PARAMETER_RATE, rate, 0)
+            library.espeak_SetParameter(_PARAMETER_PITCH, pitch, 0)
+            library.espeak_SetSynthCallback(callback)
+            status = library.espeak_Synth(
+                encoded, len(encoded) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None
+            )
+            if status != 0 or library.espeak_Synchronize() != 0:
+                raise RuntimeError(f"speak: eSpeak NG failed (status {status}) on {text!r}")
+        finally:
+            library.espeak_Terminate()
+            _ctypes.dlclose(library._handle)
+    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
+    return native_rate, samples, events
+
+
+# --------------------------------------------------------------------------- sentences
+
+# Short everyday sentences (3 to 12 words), written for this project, so that clips vary.
+SENTENCES: dict[str, tuple[str, ...]] = {
+    "en": (  # English
+        "The weather is lovely this morning.",
+        "Could you pass me the salt, please?",
+        "I think we should leave a little earlier.",
+        "My brother bought a new bicycle last week.",
+        "Nobody expected the meeting to end so quickly.",
+        "Where did you put the keys?",
+        "She reads a chapter every night before sleeping.",
+        "The train to London is running late again.",
+        "Let me know when you are ready.",
+        "We planted tomatoes and beans in the garden.",
+        "That was the best soup I have ever tasted.",
+        "Please speak a bit more slowly.",
+        "The children laughed at the clumsy puppy.",
+        "How long have you lived in this city?",
+        "Turn left after the old church.",
+        "I forgot my umbrella at the office.",
+        "Music fills the square every summer evening.",
+        "He promised to call back tomorrow.",
+        "The museum opens at nine on Sundays.",
+        "Thank you so much for your help!",
+    ),
+    "de": (  # German
+        "Das Wetter ist heute wirklich schön.",
+        "Kannst du mir bitte das Salz geben?",
+        "Wir sollten etwas früher losfahren.",
+        "Mein Bruder hat sich ein neues Fahrrad gekauft.",
+        "Niemand hat erwartet, dass die Sitzung so kurz ist.",
+        "Wo hast du die Schlüssel hingelegt?",
+        "Sie liest jeden Abend ein Kapitel vor dem Schlafen.",
+        "Der Zug nach Hamburg hat schon wieder Verspätung.",
+        "Sag mir Bescheid, wenn du fertig bist.",
+        "Im Garten wachsen Tomaten und Bohnen.",
+        "Das war die beste Suppe, die ich je gegessen habe.",
+        "Bitte sprich ein bisschen langsamer.",
+        "Die Kinder lachten über den tollpatschigen Welpen.",
+        "Wie lange wohnst du schon in dieser Stadt?",
+        "Biegen Sie nach der alten Kirche links ab.",
+        "Ich habe meinen Regenschirm im Büro vergessen.",
+        "Im Sommer spielt abends Musik auf dem Marktplatz.",
+        "Er hat versprochen, morgen zurückzurufen.",
+        "Das Museum öffnet sonntags um neun Uhr.",
+        "Vielen Dank für deine Hilfe!",
+    ),
+    "fr": (  # French
+        "Il fait vraiment beau ce matin.",
+        "Tu peux me passer le sel, s'il te plaît ?",
+        "Nous devrions partir un peu plus tôt.",
+        "Mon frère a acheté un nouveau vélo la semaine dernière.",
+        "Personne ne pensait que la réunion finirait si vite.",
+        "Où as-tu mis les clés ?",
+        "Elle lit un chapitre chaque soir avant de dormir.",
+        "Le train pour Lyon a encore du retard.",
+        "Dis-moi quand tu es prêt.",
+        "Nous avons planté des tomates et des haricots.",
+        "C'est la meilleure soupe que j'aie jamais goûtée.",
+        "Parle un peu plus lentement, s'il te plaît.",
+        "Les enfants riaient du chiot maladroit.",
+        "Depuis combien de temps habites-tu dans cette ville ?",
+        "Tournez à gauche après la vieille église.",
+        "J'ai oublié mon parapluie au bureau.",
+        "La musique remplit la place chaque soir d'été.",
+        "Il a promis de rappeler demain.",
+        "Le musée ouvre à neuf heures le dimanche.",
+        "Merci beaucoup pour ton aide !",
+    ),
+    "es": (  # Spanish
+        "Hace un tiempo precioso esta mañana.",
+        "¿Me pasas la sal, por favor?",
+        "Creo que deberíamos salir un poco antes.",
+        "Mi hermano se compró una bicicleta nueva.",
+        "Nadie esperaba que la reunión terminara tan pronto.",
+        "¿Dónde has puesto las llaves?",
+        "Ella lee un capítulo cada noche antes de dormir.",
+        "El tren a Sevilla vuelve a llegar tarde.",
+        "Avísame cuando estés listo.",
+        "Plantamos tomates y judías en el huerto.",
+        "Es la mejor sopa que he probado nunca.",
+        "Habla un poco más despacio, por favor.",
+        "Los niños se reían del cachorro torpe.",
+        "¿Cuánto tiempo llevas viviendo en esta ciudad?",
+        "Gire a la izquierda después de la iglesia vieja.",
+        "Me olvidé el paraguas en la oficina.",
+        "La música llena la plaza cada noche de verano.",
+        "Prometió llamar mañana por la tarde.",
+        "El museo abre a las nueve los domingos.",
+        "¡Muchas gracias por tu ayuda!",
+    ),
+    "it": (  # Italian
+        "Stamattina il tempo è davvero bello.",
+        "Mi passi il sale, per favore?",
+        "Penso che dovremmo partire un po' prima.",
+        "Mio fratello ha comprato una bicicletta nuova.",
+        "Nessuno si aspettava che la riunione finisse così presto.",
+        "Dove hai messo le chiavi?",
+        "Lei legge un capitolo ogni sera prima di dormire.",
+        "Il treno per Milano è di nuovo in ritardo.",
+        "Fammi sapere quando sei pronto.",
+        "Abbiamo piantato pomodori e fagioli nell'orto.",
+        "È la zuppa più buona che abbia mai assaggiato.",
+        "Parla un po' più lentamente, per favore.",
+        "I bambini ridevano del cucciolo goffo.",
+        "Da quanto tempo vivi in questa città?",
+        "Giri a sinistra dopo la vecchia chiesa.",
+        "Ho dimenticato l'ombrello in ufficio.",
+        "D'estate la musica riempie la piazza ogni sera.",
+        "Ha promesso di richiamare domani.",
+        "Il museo apre alle nove la domenica.",
+        "Grazie mille per il tuo aiuto!",
+    ),
+    "pt": (  # Portuguese (Portugal)
+        "O tempo está lindo esta manhã.",
+        "Podes passar-me o sal, por favor?",
+        "Acho que devíamos sair um pouco mais cedo.",
+        "O meu irmão comprou uma bicicleta nova.",
+        "Ninguém esperava que a reunião acabasse tão depressa.",
+        "Onde puseste as chaves?",
+        "Ela lê um capítulo todas as noites antes de dormir.",
+        "O comboio para o Porto está outra vez atrasado.",
+        "Avisa-me quando estiveres pronto.",
+        "Plantámos tomates e feijões na horta.",
+        "É a melhor sopa que já provei.",
+        "Fala um pouco mais devagar, por favor.",
+        "As crianças riam-se do cachorro desajeitado.",
+        "Há quanto tempo vives nesta cidade?",
+        "Vire à esquerda depois da igreja velha.",
+        "Esqueci-me do guarda-chuva no escritório.",
+        "A música enche a praça todas as noites de verão.",
+        "Ele prometeu ligar amanhã.",
+        "O museu abre às nove aos domingos.",
+        "Muito obrigado pela tua ajuda!",
+    ),
+    "nl": (  # Dutch
+        "Het is vanochtend heerlijk weer.",
+        "Kun je me het zout even aangeven?",
+        "We moeten iets eerder vertrekken.",
+        "Mijn broer heeft een nieuwe fiets gekocht.",
+        "Niemand had verwacht dat de vergadering zo kort zou duren.",
+        "Waar heb je de sleutels gelaten?",
+        "Ze leest elke avond een hoofdstuk voor het slapen.",
+        "De trein naar Utrecht heeft weer vertraging.",
+        "Laat het me weten als je klaar bent.",
+        "We hebben tomaten en bonen in de tuin geplant.",
+        "Dat was de lekkerste soep die ik ooit heb geproefd.",
+        "Praat alsjeblieft wat langzamer.",
+        "De kinderen lachten om de onhandige puppy.",
+        "Hoe lang woon je al in deze stad?",
+        "Sla linksaf na de oude kerk.",
+        "Ik heb mijn paraplu op kantoor laten liggen.",
+        "Op zomeravonden klinkt er muziek op het plein.",
+        "Hij beloofde morgen terug te bellen.",
+        "Het museum gaat op zondag om negen uur open.",
+        "Heel erg bedankt voor je hulp!",
+    ),
+    "pl": (  # Polish
+        "Dzisiaj rano jest piękna pogoda.",
+        "Czy możesz podać mi sól?",
+        "Myślę, że powinniśmy wyjść trochę wcześniej.",
+        "Mój brat kupił sobie nowy rower.",
+        "Nikt się nie spodziewał, że spotkanie skończy się tak szybko.",
+        "Gdzie położyłeś klucze?",
+        "Ona czyta rozdział każdego wieczoru przed snem.",
+        "Pociąg do Krakowa znowu się spóźnia.",
+        "Daj mi znać, kiedy będziesz gotowy.",
+        "Posadziliśmy w ogrodzie pomidory i fasolę.",
+        "To najlepsza zupa, jaką kiedykolwiek jadłem.",
+        "Mów trochę wolniej, proszę.",
+        "Dzieci śmiały się z niezdarnego szczeniaka.",
+        "Jak długo mieszkasz w tym mieście?",
+        "Proszę skręcić w lewo za starym kościołem.",
+        "Zostawiłem parasol w biurze.",
+        "Latem wieczorami na rynku gra muzyka.",
+        "Obiecał, że jutro oddzwoni.",
+        "Muzeum jest otwarte w niedziele od dziewiątej.",
+        "Bardzo dziękuję za pomoc!",
+    ),
+    "sv": (  # Swedish
+        "Det är härligt väder i morse.",
+        "Kan du skicka saltet, tack?",
+        "Vi borde nog åka lite tidigare.",
+        "Min bror har köpt en ny cykel.",
+        "Ingen trodde att mötet skulle ta slut så snabbt.",
+        "Var lade du nycklarna?",
+        "Hon läser ett kapitel varje kväll innan hon somnar.",
+        "Tåget till Göteborg är försenat igen.",
+        "Säg till när du är klar.",
+        "Vi planterade tomater och bönor i trädgården.",
+        "Det var den godaste soppan jag någonsin ätit.",
+        "Snälla, prata lite långsammare.",
+        "Barnen skrattade åt den klumpiga valpen.",
+        "Hur länge har du bott i den här staden?",
+        "Sväng vänster efter den gamla kyrkan.",
+        "Jag glömde mitt paraply på kontoret.",
+        "På sommarkvällarna fylls torget av musik.",
+        "Han lovade att ringa tillbaka i morgon.",
+        "Museet öppnar klockan nio på söndagar.",
+        "Tack så mycket för hjälpen!",
+    ),
+    "tr": (  # Turkish
+        "Bu sabah hava gerçekten çok güzel.",
+        "Tuzu uzatır mısın, lütfen?",
+        "Bence biraz daha erken çıkmalıyız.",
+        "Kardeşim geçen hafta yeni bir bisiklet aldı.",
+        "Toplantının bu kadar çabuk biteceğini kimse beklemiyordu.",
+        "Anahtarları nereye koydun?",
+        "Her gece uyumadan önce bir bölüm okur.",
+        "Ankara treni yine gecikti.",
+        "Hazır olduğunda bana haber ver.",
+        "Bahçeye domates ve fasulye ektik.",
+        "Bu şimdiye kadar içtiğim en güzel çorbaydı.",
+        "Lütfen biraz daha yavaş konuş.",
+        "Çocuklar sakar köpek yavrusuna güldüler.",
+        "Ne zamandır bu şehirde yaşıyorsun?",
+        "Eski kiliseden sonra sola dönün.",
+        "Şemsiyemi ofiste unuttum.",
+        "Yaz akşamları meydan müzikle dolar.",
+        "Yarın geri arayacağına söz verdi.",
+        "Müze pazar günleri saat dokuzda açılır.",
+        "Yardımın için çok teşekkür ederim!",
+    ),
+    "cs": (  # Czech
+        "Dnes ráno je krásné počasí.",
+        "Můžeš mi prosím podat sůl?",
+        "Myslím, že bychom měli vyrazit trochu dřív.",
+        "Můj bratr si koupil nové kolo.",
+        "Nikdo nečekal, že porada skončí tak rychle.",
+        "Kam jsi dal klíče?",
+        "Každý večer před spaním čte jednu kapitolu.",
+        "Vlak do Brna má zase zpoždění.",
+        "Dej mi vědět, až budeš hotový.",
+        "Na zahradě jsme zasadili rajčata a fazole.",
+        "To byla nejlepší polévka, jakou jsem kdy jedl.",
+        "Mluv prosím trochu pomaleji.",
+        "Děti se smály nešikovnému štěněti.",
+        "Jak dlouho už bydlíš v tomhle městě?",
+        "Za starým kostelem odbočte doleva.",
+        "Zapomněl jsem deštník v kanceláři.",
+        "V létě večer hraje na náměstí hudba.",
+        "Slíbil, že zítra zavolá zpátky.",
+        "Muzeum otevírá v neděli v devět hodin.",
+        "Moc děkuji za pomoc!",
+    ),
+    "ru": (  # Russian
+        "Сегодня утром прекрасная погода.",
+        "Передай мне, пожалуйста, соль.",
+        "Думаю, нам стоит выйти немного раньше.",
+        "Мой брат купил себе новый велосипед.",
+        "Никто не ожидал, что собрание так быстро закончится.",
+        "Куда ты положил ключи?",
+        "Каждый вечер перед сном она читает главу.",
+        "Поезд в Казань опять опаздывает.",
+        "Дай мне знать, когда будешь готов.",
+        "Мы посадили в саду помидоры и фасоль.",
+        "Это был самый вкусный суп в моей жизни.",
+        "Говори, пожалуйста, чуть медленнее.",
+        "Дети смеялись над неуклюжим щенком.",
+        "Как давно ты живёшь в этом городе?",
+        "Поверните налево после старой церкви.",
+        "Я забыл зонт на работе.",
+        "Летними вечерами на площади звучит музыка.",
+        "Он обещал перезвонить завтра.",
+        "По воскресеньям музей открывается в девять.",
+        "Большое спасибо за помощь!",
+    ),
+}
