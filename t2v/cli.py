@@ -32,28 +32,12 @@ def _synth(args, overrides) -> int:
     overrides = [f"--config.synth.{k}={v}" for k, v in flags.items() if v is not None] + overrides
     cfg = _load(args, overrides)
     out = Path(args.out)
-    summary = run_synth(cfg.synth, out)
+    from t2v.data import synthetic
+
+    summary = synthetic.synthesize_from_config(cfg.synth, out)
     config_lib.write(cfg, out)
     print(f"wrote {summary['clips']} clips ({summary['seconds']:.1f} s of speech) to {out}")
     return 0
-
-
-def run_synth(synth: ml_collections.ConfigDict, out: Path) -> dict:
-    from t2v.data import synthetic
-
-    langs = tuple(l.strip() for l in synth.langs.split(",") if l.strip())
-    return synthetic.synthesize(
-        out, synth.clips, langs=langs, fmt=synth.format, texture=_texture(synth.texture),
-        size=synth.size, seed=synth.seed, num_speakers=synth.speakers or None,
-        num_shards=synth.shards, progress=True)
-
-
-def _texture(name: str):
-    if not name:
-        return None
-    from t2v.data.face_render import PhotoTexture
-
-    return PhotoTexture.astronaut() if name == "astronaut" else PhotoTexture.from_file(name)
 
 
 # -- t2v demo ------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ from t2v import config as config_lib
 
 def run(cfg: ml_collections.ConfigDict, workdir: Path) -> None:
     from t2v import keypoints, video
-    from t2v.cli import run_synth, _texture
     from t2v.data import synthetic
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -29,12 +28,13 @@ def run(cfg: ml_collections.ConfigDict, workdir: Path) -> None:
     start = time.perf_counter()
 
     print(f"[1/2] synthesizing {cfg.synth.clips} talking-head clips -> {workdir / 'data'}")
-    summary = run_synth(cfg.synth, workdir / "data")
+    summary = synthetic.synthesize_from_config(cfg.synth, workdir / "data")
     config_lib.write(cfg, workdir / "data")
     print(f"      {summary['clips']} clips, {summary['seconds']:.1f} s of speech")
 
     print(f"[2/2] writing sample clips -> {workdir / 'samples'}")
     samples = workdir / "samples"
+    samples.mkdir(exist_ok=True)
     s = cfg.sample
     clip = synthetic.make_clip(s.seed, language=s.language, size=s.size)
     video.write_video(samples / "synthetic.mp4", clip.frames, clip.audio)
@@ -42,7 +42,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: Path) -> None:
     video.write_video(samples / "synthetic_keypoints.mp4", overlay, clip.audio)
     written = ["synthetic.mp4", "synthetic_keypoints.mp4"]
     try:
-        texture = _texture(s.photo)
+        texture = synthetic.load_texture(s.photo)
     except ImportError as e:  # dlib is in the [data] extra
         print(f"      skipping the photo sample: {e}")
         texture = None

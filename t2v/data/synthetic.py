@@ -881,7 +881,7 @@ def synthesize(
             yield index, clip
 
     if fmt == "records":
-        num_shards = num_shards or max(1, min(64, num_clips // 100))
+        num_shards = min(num_shards or max(1, min(64, num_clips // 100)), num_clips)  # no empty shards
         paths = records.write_shards(out_dir, (records.encode_clip(c.to_record()) for _, c in clips()), num_shards)
     else:
         paths = [_write_voxceleb2_clip(out_dir, index, clip) for index, clip in clips()]
@@ -926,3 +926,22 @@ def _write_voxceleb2_clip(out_dir: str, index: int, clip: Clip) -> str:
     with open(stem + ".json", "w") as f:
         json.dump(metadata, f, indent=1)
     return stem + ".mp4"
+
+
+def load_texture(name: str) -> face_render.PhotoTexture | None:
+    """"" = painted faces; "astronaut" = scikit-image's portrait; else a photo path."""
+    if not name:
+        return None
+    if name == "astronaut":
+        return face_render.PhotoTexture.astronaut()
+    return face_render.PhotoTexture.from_file(name)
+
+
+def synthesize_from_config(synth, out_dir: str | os.PathLike, progress: bool = True) -> dict:
+    """`synthesize` driven by a config's `synth` section (configs/synth.py)."""
+    langs = tuple(lang.strip() for lang in synth.langs.split(",") if lang.strip())
+    return synthesize(
+        out_dir, synth.clips, langs=langs, fmt=synth.format, texture=load_texture(synth.texture),
+        size=synth.size, seed=synth.seed, num_speakers=synth.speakers or None,
+        num_shards=synth.shards, progress=progress,
+    )  # fmt: skip
