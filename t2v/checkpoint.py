@@ -1,0 +1,211 @@
+"""Checkpoints: the train state, each process's input-iterator state and a JSON record.
+
+    workdir/
+      config.json                 resolved config + t2v version (t2v.config.write)
+      checkpoints/<step>/
+        state/                    the train-state pytree (Orbax StandardSave, sharded)
+        data/process_<i>-of-<n>.json   each process's input-iterator state
+        meta/                     {"step", "t2v_version", "config"} as JSON
+        metrics/                  the eval metrics the best checkpoint is chosen by
+
+Saving is asynchronous: `save` returns once the arrays are copied off the devices.
+The latest `keep` checkpoints are kept, plus the best one by `best_metric` even after it
+falls out of the latest `keep`. `restore` takes an abstract target
+(`jax.ShapeDtypeStruct(shape, dtype, sharding=...)` leaves), so a checkpoint written on
+one mesh restores onto another. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from etils import epath
+
+import t2v
+from t2v import config as config_lib
+
+STATE, DATA, META = "state", "data", "meta"
+
+
+# -- the input iterator's state: one JSON file per process ---------------------------------
+class IteratorStateHandler(ocp.CheckpointHandler):
+    """Writes this process's iterator state (a JSON-able dict) as process_<i>-of-<n>.json.
+
+    Each process reads its own share of the data, so each saves its own position; a
+    restore needs the same process count as the save.
+    """
+
+    @staticmethod
+    def _file(directory: epath.Path) -> epath.Path:
+        return directory / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+
+    def save(self, directory: epath.Path, args: "IteratorStateSave"):
+        self._file(directory).write_text(json.dumps(args.state, indent=1, sort_keys=True))
+
+    def restore(self, directory: epath.Path, args: "IteratorStateRestore | None" = None) -> Any:
+        file = self._file(directory)
+        if not file.exists():
+            saved = sorted(p.name for p in directory.iterdir())
+            raise ValueError(
+                f"{file}: no iterator state for this process; the checkpoint was written by {saved} "
+                "(resume with the same number of processes)"
+            )
+        return json.loads(file.read_text())
+
+    def metadata(self, directory: epath.Path) -> None:
+        return None
+
+    def structure(self, directory: epath.Path) -> None:
+        return None
+
+    def finalize(self, directory: epath.Path) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@ocp.args.register_with_handler(IteratorStateHandler, for_save=True)
+@dataclasses.dataclass
+class IteratorStateSave(ocp.args.CheckpointArgs):
+    state: Any  # captured when the save is requested, so later iteration cannot change it
+
+
+@ocp.args.register_with_handler(IteratorStateHandler, for_restore=True)
+@dataclasses.dataclass
+class IteratorStateRestore(ocp.args.CheckpointArgs):
+    pass
+
+
+# -- the manager -------------------------------------------------------------------------
+class Checkpointer:
+    """Saves and restores `(train_state, iterator_state, meta)` under `workdir/checkpoints`."""
+
+    def __init__(
+        self,
+        workdir: str | Path,
+        *,
+        keep: int = 3,
+        best_metric: str = "",
+        best_mode: str = "min",
+        async_save: bool = True,
+    ):
+        if keep < 1:
+            raise ValueError(f"train.keep={keep}: keep at least one checkpoint")
+        if best_mode not in ("min", "max"):
+            raise ValueError(f"train.best_mode={best_mode!r}: expected 'min' or 'max'")
+        self.directory = Path(workdir).absolute() / "checkpoints"
+        self.best_metric = best_metric
+        policy = ocp.checkpoint_managers.LatestN(n=keep)
+        best_fn = None
+        if best_metric:
+            best_fn = lambda metrics: float(metrics[best_metric])  # noqa: E731
+            # BestN sorts ascending and keeps the tail: reverse for "min" keeps the lowest.
+            best = ocp.checkpoint_managers.BestN(
+                get_metric_fn=best_fn, reverse=best_mode == "min", n=1, keep_checkpoints_without_metrics=False
+            )
+            policy = ocp.checkpoint_managers.AnyPreservationPolicy([policy, best])
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=policy,
+            best_fn=best_fn,  # for best_step(); the policy decides what is deleted
+            best_mode=best_mode,
+            enable_async_checkpointing=async_save,
+            create=True,
+            cleanup_tmp_directories=True,  # half-written saves of a killed run
+        )
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            item_handlers={
+                STATE: ocp.StandardCheckpointHandler(),
+                DATA: IteratorStateHandler(),
+                META: ocp.JsonCheckpointHandler(),
+            },
+            options=options,
+        )
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def best_step(self) -> int | None:
+        """The step with the best `best_metric` among checkpoints saved with metrics."""
+        if not self.best_metric:
+            return None
+        with_metrics = [s for s in self.manager.all_steps() if self.manager.metrics(s)]
+        return self.manager.best_step() if with_metrics else None
+
+    def all_steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def save(
+        self,
+        step: int,
+        state: Any,
+        iterator_state: Any,
+        config: ml_collections.ConfigDict,
+        metrics: Mapping[str, float] | None = None,
+    ) -> bool:
+        """Starts an asynchronous save of step `step`; False if that step is already saved."""
+        if step in self.manager.all_steps():
+            return False
+        meta = {"step": int(step), "t2v_version": t2v.__version__, "config": json.loads(config_lib.to_json(config))}
+        if metrics is not None:
+            metrics = {k: float(v) for k, v in metrics.items()}
+            if self.best_metric and self.best_metric not in metrics:
+                raise KeyError(
+                    f"train.best_metric={self.best_metric!r} is not among the eval metrics {sorted(metrics)}"
+                )
+        return self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                **{
+                    STATE: ocp.args.StandardSave(state),
+                    DATA: IteratorStateSave(iterator_state),
+                    META: ocp.args.JsonSave(meta),
+                }
+            ),
+            metrics=metrics,
+            force=True,
+        )
+
+    def restore(self, step: int, abstract_state: Any) -> tuple[Any, Any, dict]:
+        """(train_state, iterator_state, meta) of `step`, laid out as `abstract_state` says.
+
+        `abstract_state` is the state's pytree with `jax.ShapeDtypeStruct` leaves that carry
+        the target shardings, e.g. from `jax.eval_shape` + the new mesh's shardings.
+        """
+        restored = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                **{
+                    STATE: ocp.args.StandardRestore(abstract_state),
+                    DATA: IteratorStateRestore(),
+                    META: ocp.args.JsonRestore(),
+                }
+            ),
+        )
+        return restored[STATE], restored[DATA], restored[META]
+
+    def wait_until_finished(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def write_config(config: ml_collections.ConfigDict, workdir: str | Path) -> Path:
+    """workdir/config.json beside workdir/checkpoints (process 0 only writes)."""
+    path = Path(workdir) / "config.json"
+    if jax.process_index() == 0:
+        config_lib.write(config, workdir)
+    return path
+
+
+def abstract_like(tree: Any, shardings: Any) -> Any:
+    """ShapeDtypeStructs of `tree`'s leaves (arrays or abstract) carrying `shardings`."""
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
