@@ -1,6 +1,8 @@
 """The `t2v` command.
 
     t2v demo   [--workdir DIR]                      the main job on synthetic data
+    t2v train  --config configs/x.py[:variant] --workdir DIR   train any task (resumes)
+    t2v eval   --workdir DIR                        metrics and baselines -> DIR/eval/metrics.json
     t2v synth  --out DIR --clips N --langs en,de --format records|voxceleb2 [--texture PHOTO]
     t2v config --config configs/x.py[:variant] [--config.a.b=v ...]   print a resolved config
 
@@ -11,6 +13,9 @@ the resolved config and writes it beside its output.
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
 import sys
 from pathlib import Path
 
@@ -40,6 +45,25 @@ def _synth(args, overrides) -> int:
     return 0
 
 
+# -- t2v train / eval -----------------------------------------------------------------------
+def _train(args, overrides) -> int:
+    from t2v import train
+
+    cfg = _load(args, overrides)
+    metrics = train.train_and_evaluate(cfg, args.workdir)
+    print(json.dumps(metrics, indent=2, sort_keys=True, default=float))
+    return 0
+
+
+def _eval(args, overrides) -> int:
+    from t2v import evaluate
+
+    cfg = _load(args, overrides) if args.config else None
+    metrics = evaluate.evaluate(args.workdir, cfg)
+    print(json.dumps(metrics, indent=2, sort_keys=True, default=float))
+    return 0
+
+
 # -- t2v demo ------------------------------------------------------------------------------
 def _demo(args, overrides) -> int:
     from t2v import demo
@@ -64,6 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="configs/demo.py")
     p.set_defaults(run=_demo)
 
+    p = sub.add_parser("train", help="train a task; resumes from the workdir's last checkpoint")
+    p.add_argument("--config", required=True)
+    p.add_argument("--workdir", required=True)
+    p.set_defaults(run=_train)
+
+    p = sub.add_parser("eval", help="evaluate a trained workdir against the trivial baselines")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--config", help="defaults to the config saved in the workdir")
+    p.set_defaults(run=_eval)
+
     p = sub.add_parser("synth", help="write procedural talking-head clips")
     p.add_argument("--out", required=True)
     p.add_argument("--clips", type=int)
@@ -86,10 +120,14 @@ def main(argv=None) -> int:
     # `--config.a.b=v` overrides go to the config; everything else to argparse.
     overrides = [a for a in argv if a.startswith("--config.")]
     rest = [a for a in argv if not a.startswith("--config.")]
-    args = parser_args = build_parser().parse_args(rest)
+    args = build_parser().parse_args(rest)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("t2v").setLevel(logging.INFO)
     try:
-        return args.run(parser_args, overrides)
+        return args.run(args, overrides)
     except (ValueError, KeyError, FileNotFoundError) as e:
+        if os.environ.get("T2V_DEBUG"):
+            raise
         # Bad input is a one-line message, not a traceback.
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"t2v {args.command}: error: {msg}", file=sys.stderr)

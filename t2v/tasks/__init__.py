@@ -50,7 +50,12 @@ class Task(abc.ABC):
     Every method that takes `params` is pure and traced under `jax.jit`; the loop owns
     sharding, optimisation, checkpoints and logging. Parameters are created with
     logical axis names (`nn.with_logical_partitioning`) so the config's rule table
-    decides how they are laid out on the mesh.
+    decides how they are laid out on the mesh; the mesh and rules are active while a step
+    is traced, so activations may use `nn.with_logical_constraint`.
+
+    With `train.compute_dtype = "bfloat16"` the loop hands `loss` bf16 params AND bf16
+    floating-point batch inputs (fp32 master params stay with the optimizer): upcast
+    before reductions that need the precision.
     """
 
     name: str = ""
@@ -82,4 +87,9 @@ class Task(abc.ABC):
 
     # -- reports (host side) -----------------------------------------------------------
     def write_samples(self, params: Any, out_dir: str, step: int) -> None:
-        """Optional: write sample videos or plots for a human to look at."""
+        """Optional: write sample videos or plots for a human to look at.
+
+        Runs on EVERY process with the sharded (EMA) params, since gathering them needs
+        all processes (`jax.experimental.multihost_utils.process_allgather(..., tiled=True)`);
+        only process 0 should write files.
+        """
