@@ -3,6 +3,7 @@
     t2v demo   [--workdir DIR]                      the main job on synthetic data
     t2v train  --config configs/x.py[:variant] --workdir DIR   train any task (resumes)
     t2v eval   --workdir DIR                        metrics and baselines -> DIR/eval/metrics.json
+    t2v prepare --dataset voxceleb2|lrw|hdtf|mead|grid|crema_d|synthetic --src DIR --out DIR [--beam]
     t2v synth  --out DIR --clips N --langs en,de --format records|voxceleb2 [--texture PHOTO]
     t2v config --config configs/x.py[:variant] [--config.a.b=v ...]   print a resolved config
 
@@ -43,6 +44,26 @@ def _synth(args, overrides) -> int:
     config_lib.write(cfg, out)
     print(f"wrote {summary['clips']} clips ({summary['seconds']:.1f} s of speech) to {out}")
     return 0
+
+
+# -- t2v prepare ---------------------------------------------------------------------------
+def _prepare(args, overrides) -> int:
+    from data_pipelines import clip, prepare
+
+    cfg = _load(args, overrides)
+    p = cfg.prepare
+    options = clip.PrepareOptions(
+        crop_size=p.crop_size, detect_every=p.detect_every, max_gap_frames=p.max_gap_frames,
+        smoothing_window=p.smoothing_window,
+        stabilise_seconds=None if p.stabilise_seconds < 0 else p.stabilise_seconds,
+        min_frames=p.min_frames, max_length_mismatch_frames=p.max_length_mismatch_frames,
+        max_frames=None if p.max_frames < 0 else p.max_frames,
+    )  # fmt: skip
+    beam_options = [a for a in args.beam_option]
+    report = prepare.run(args.dataset, args.src, args.out, beam=args.beam, num_shards=p.num_shards or None,
+                         options=options, beam_options=beam_options or None, progress=True)
+    config_lib.write(cfg, Path(args.out))
+    return 0 if report else 1
 
 
 # -- t2v train / eval -----------------------------------------------------------------------
@@ -98,6 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="defaults to the config saved in the workdir")
     p.set_defaults(run=_eval)
 
+    p = sub.add_parser("prepare", help="detect, align and crop a real dataset into ArrayRecord")
+    p.add_argument("--dataset", required=True,
+                   choices=("voxceleb2", "lrw", "hdtf", "mead", "grid", "crema_d", "synthetic"))
+    p.add_argument("--src", required=True, help="the dataset's root folder, in its own layout")
+    p.add_argument("--out", required=True)
+    p.add_argument("--beam", action="store_true", help="run the per-clip work as an Apache Beam pipeline")
+    p.add_argument("--beam-option", action="append", default=[],
+                   help="a Beam pipeline flag, e.g. --beam-option=--runner=DataflowRunner (repeatable)")
+    p.add_argument("--config", default="configs/prepare.py")
+    p.set_defaults(run=_prepare)
+
     p = sub.add_parser("synth", help="write procedural talking-head clips")
     p.add_argument("--out", required=True)
     p.add_argument("--clips", type=int)
@@ -125,7 +157,7 @@ def main(argv=None) -> int:
     logging.getLogger("t2v").setLevel(logging.INFO)
     try:
         return args.run(args, overrides)
-    except (ValueError, KeyError, FileNotFoundError) as e:
+    except (ValueError, KeyError, OSError) as e:
         if os.environ.get("T2V_DEBUG"):
             raise
         # Bad input is a one-line message, not a traceback.

@@ -55,3 +55,17 @@ def test_demo_writes_playable_mp4_with_speech(tmp_path):
         assert len(clip.frames) == audio.num_video_frames(len(clip.audio)), name
         audio.check_speech(clip.audio, name)
         assert np.sqrt(np.mean(clip.audio ** 2)) > 0.02
+
+
+def test_prepare_a_synthetic_voxceleb2_tree(tmp_path):
+    src, out = tmp_path / "vox", tmp_path / "prepared"
+    run = t2v("synth", "--out", src, "--clips", 1, "--langs", "en", "--format", "voxceleb2", "--size", 160,
+              "--texture", "astronaut")
+    assert run.returncode == 0, run.stderr
+    run = t2v("prepare", "--dataset", "voxceleb2", "--src", src, "--out", out, "--config.prepare.crop_size=96")
+    assert run.returncode == 0, run.stderr
+    assert "1 clips kept, 0 skipped" in run.stdout
+    (report,) = out.glob("t2v_voxceleb2/*/report.json")
+    assert json.loads(report.read_text())["kept"]
+    again = t2v("prepare", "--dataset", "voxceleb2", "--src", src, "--out", out)
+    assert again.returncode == 2 and "already prepared" in again.stderr
