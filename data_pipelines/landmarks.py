@@ -23,6 +23,7 @@ import numpy as np
 import scipy.signal
 
 from t2v import keypoints as kp
+from t2v import landmarks
 
 _STABLE = np.array(kp.STABLE)
 _SAME_FACE_IOU = 0.3  # boxes of one face on consecutive keyframes overlap at least this much
@@ -51,43 +52,17 @@ class FaceTrack:
         return longest_run(~self.found)
 
 
-class LandmarkDetector:
-    """dlib's frontal face detector and 68-point shape predictor (weights from the
-    `face_recognition_models` wheel; nothing is downloaded).
+class LandmarkDetector(landmarks.LandmarkDetector):
+    """`t2v.landmarks.LandmarkDetector` (the extractor inference uses too) over whole clips.
 
     detect_every: run the detector on every this many frames (1: every frame).
     """
 
     def __init__(self, detect_every: int = 5):
-        import dlib
-        import face_recognition_models
-
         if detect_every < 1:
             raise ValueError(f"detect_every must be at least 1, got {detect_every}")
+        super().__init__()
         self.detect_every = detect_every
-        self._detector = dlib.get_frontal_face_detector()
-        self._predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
-        self._rectangle = dlib.rectangle
-
-    # ----------------------------------------------------------------------- single frames
-
-    def detect(self, frame: np.ndarray) -> np.ndarray:
-        """Face boxes `[faces, 4]` (left, top, right, bottom) in pixels of `frame`.
-
-        The detector's smallest face is about 80 pixels; when nothing is found the frame
-        is searched again upsampled once, which finds faces down to about 40 pixels.
-        """
-        for upsample in (0, 1):
-            rectangles = self._detector(frame, upsample)
-            if len(rectangles):
-                return np.array([[r.left(), r.top(), r.right(), r.bottom()] for r in rectangles], np.float32)
-        return np.zeros((0, 4), np.float32)
-
-    def fit(self, frame: np.ndarray, box: np.ndarray) -> np.ndarray:
-        """The 68 landmarks `[68, 2]` of the face in `box` (left, top, right, bottom)."""
-        left, top, right, bottom = (int(round(v)) for v in box)
-        shape = self._predictor(frame, self._rectangle(left, top, right, bottom))
-        return np.array([(p.x, p.y) for p in shape.parts()], np.float32)
 
     # ----------------------------------------------------------------------- clips
 

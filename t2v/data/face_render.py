@@ -498,27 +498,11 @@ def _warp_triangles() -> np.ndarray:
     return Delaunay(np.concatenate([layout, _HEAD_RING, _FRAME])).simplices.astype(np.int32)
 
 
-@functools.lru_cache(maxsize=1)
-def _landmark_models():
-    import dlib
-    import face_recognition_models
-
-    predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
-    return dlib.get_frontal_face_detector(), predictor
-
-
 def _detect_landmarks(image: np.ndarray, name: str) -> np.ndarray:
     """The 68 iBUG landmarks `[68, 2]` of the largest face dlib finds in `image`."""
-    detector, predictor = _landmark_models()
-    for upsample in (0, 1):  # a second, slower pass for small faces
-        faces = list(detector(image, upsample))
-        if faces:
-            break
-    else:
-        raise ValueError(f"{name}: no face found")
-    face = max(faces, key=lambda box: box.area())
-    shape = predictor(image, face)
-    return np.array([[part.x, part.y] for part in shape.parts()], np.float64)
+    from t2v.landmarks import LandmarkDetector
+
+    return LandmarkDetector().largest_face(image, name)[0].astype(np.float64)
 
 
 @functools.lru_cache(maxsize=1)
