@@ -232,3 +232,50 @@ def _hann_window() -> np.ndarray:
 def _mel_filterbank() -> np.ndarray:
     """`[N_MELS, N_FFT // 2 + 1]` float64, librosa's Slaney-normalised mel filters."""
     return librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, dtype=np.float64)
+
+
+def pitch(wave: np.ndarray, sample_rate: int = SAMPLE_RATE, *, fmin: float = 70.0, fmax: float = 400.0,
+          frame_length: int = 1024, hop_length: int = SAMPLES_PER_FRAME // 2, threshold: float = 0.1) -> np.ndarray:
+    """F0 in Hz by YIN (de Cheveigné & Kawahara 2002), `[1 + len(wave) // hop_length]`.
+
+    Frames are centred on multiples of `hop_length` (the wave is zero-padded by half a
+    frame), as `librosa.yin(center=True)` does; defined everywhere, meaningful where the
+    speech is voiced. Plain numpy: no JIT cache shared between worker processes.
+    """
+    wave = np.asarray(wave, np.float64)
+    window = frame_length // 2
+    min_period = max(1, int(np.floor(sample_rate / fmax)))
+    max_period = min(int(np.ceil(sample_rate / fmin)), frame_length - window - 1)
+    padded = np.pad(wave, frame_length // 2)
+    num_frames = 1 + (len(padded) - frame_length) // hop_length
+    frames = np.lib.stride_tricks.sliding_window_view(padded, frame_length)[::hop_length][:num_frames]
+
+    # Difference function d(tau) = sum_j (x_j - x_{j+tau})^2 over the first `window` samples,
+    # from energies and a cross-correlation computed with one FFT per frame.
+    n_fft = 1 << int(np.ceil(np.log2(frame_length + window)))
+    head = np.fft.rfft(frames[:, :window], n_fft)
+    cross = np.fft.irfft(np.conj(head) * np.fft.rfft(frames, n_fft), n_fft)[:, : max_period + 1]
+    energy = np.concatenate([np.zeros((num_frames, 1)), np.cumsum(frames**2, axis=1)], axis=1)
+    taus = np.arange(max_period + 1)
+    shifted_energy = energy[:, taus + window] - energy[:, taus]
+    difference = energy[:, [window]] + shifted_energy - 2.0 * cross
+    # Cumulative mean normalised difference: 1 at tau = 0, dips below 1 at the periods.
+    cumulative = np.cumsum(difference[:, 1:], axis=1)
+    normalised = np.ones_like(difference)
+    normalised[:, 1:] = difference[:, 1:] * taus[1:] / np.maximum(cumulative, 1e-12)
+
+    search = normalised[:, min_period : max_period + 1]
+    is_minimum = np.zeros_like(search, bool)
+    is_minimum[:, 1:-1] = (search[:, 1:-1] < search[:, :-2]) & (search[:, 1:-1] <= search[:, 2:])
+    below = is_minimum & (search < threshold)
+    # The first dip under the threshold, else the global minimum.
+    index = np.where(below.any(axis=1), np.argmax(below, axis=1), np.argmin(search, axis=1))
+    # Parabolic interpolation around the chosen lag.
+    rows = np.arange(num_frames)
+    i = np.clip(index, 1, search.shape[1] - 2)
+    left, centre, right = search[rows, i - 1], search[rows, i], search[rows, i + 1]
+    curvature = left - 2.0 * centre + right
+    offset = np.where(np.abs(curvature) > 1e-12, 0.5 * (left - right) / np.where(curvature == 0, 1, curvature), 0.0)
+    offset = np.where(index == i, np.clip(offset, -1.0, 1.0), 0.0)
+    period = min_period + index + offset
+    return (sample_rate / period).astype(np.float32)

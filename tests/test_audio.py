@@ -283,3 +283,21 @@ def test_check_speech_rejects_non_finite_samples():
     wave[100] = np.nan
     with pytest.raises(audio.AudioError, match=r"^clip\.wav: audio holds NaN"):
         audio.check_speech(wave, "clip.wav")
+
+
+def test_pitch_is_yin():
+    t = np.arange(audio.SAMPLE_RATE) / audio.SAMPLE_RATE
+    for f0 in (90.0, 150.0, 240.0, 380.0):
+        tone = np.sin(2 * np.pi * f0 * t) + 0.4 * np.sin(4 * np.pi * f0 * t) + 0.2 * np.sin(6 * np.pi * f0 * t)
+        assert np.median(audio.pitch(tone)[3:-3]) == pytest.approx(f0, rel=2e-3)
+    # Real speech: agrees with librosa's YIN on the voiced frames.
+    from t2v.data import speech
+
+    wave = speech.speak("The quick brown fox jumps over the lazy dog.", "en", "m3").audio
+    ours = audio.pitch(wave, fmin=70.0, fmax=400.0, frame_length=1024, hop_length=320)
+    theirs = librosa.yin(wave, fmin=70.0, fmax=400.0, sr=audio.SAMPLE_RATE, frame_length=1024, hop_length=320, center=True)
+    assert ours.shape == theirs.shape
+    rms = librosa.feature.rms(y=wave, frame_length=1024, hop_length=320)[0][: len(ours)]
+    voiced = rms > 0.1 * rms.max()
+    relative = np.abs(ours - theirs)[voiced] / theirs[voiced]
+    assert np.median(relative) < 0.01 and np.mean(relative < 0.05) > 0.8

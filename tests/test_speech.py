@@ -7,6 +7,7 @@ import librosa
 import numpy as np
 import pytest
 
+from t2v import audio
 from t2v.data import speech
 
 # eSpeak's English vowels: every mnemonic that starts with one of these (checked by
@@ -27,7 +28,7 @@ def segment(spoken: speech.Speech, start: float, end: float) -> np.ndarray:
 
 def median_f0(spoken: speech.Speech) -> float:
     """Median YIN pitch over the loud frames, in Hz."""
-    f0 = librosa.yin(spoken.audio, fmin=60, fmax=500, sr=spoken.sample_rate, frame_length=1024, hop_length=256)
+    f0 = audio.pitch(spoken.audio, spoken.sample_rate, fmin=60, fmax=500, frame_length=1024, hop_length=256)
     energy = librosa.feature.rms(y=spoken.audio, frame_length=1024, hop_length=256, center=True)[0]
     loud = energy[: len(f0)] > 0.3 * energy.max()
     return float(np.median(f0[loud]))

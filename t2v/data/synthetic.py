@@ -42,7 +42,6 @@ import math
 import os
 from collections.abc import Sequence
 
-import librosa
 import numpy as np
 import scipy.signal
 
@@ -360,8 +359,8 @@ def pitch_track(wave: np.ndarray, num_frames: int) -> np.ndarray:
     """F0 in semitones re 100 Hz at the video frame centres, `[T]` (YIN; defined everywhere,
     meaningful where the speech is voiced)."""
     # Hop of half a frame: the odd analysis frames are centred on the video frame centres.
-    f0 = librosa.yin(wave, fmin=70.0, fmax=400.0, sr=SAMPLE_RATE, frame_length=1024,
-                     hop_length=audio_lib.SAMPLES_PER_FRAME // 2, center=True)[1::2]
+    f0 = audio_lib.pitch(wave, SAMPLE_RATE, fmin=70.0, fmax=400.0, frame_length=1024,
+                         hop_length=audio_lib.SAMPLES_PER_FRAME // 2)[1::2]
     f0 = np.pad(f0, (0, max(num_frames - len(f0), 0)), mode="edge")[:num_frames]
     return 12.0 * np.log2(f0 / 100.0)
 
