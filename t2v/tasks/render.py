@@ -1,0 +1,537 @@
+"""The `render` task: keypoint-driven frame synthesis, with an optional memory-augmented
+refinement GAN (Yi et al. 2020). Models in `t2v.models.renderer` / `t2v.models.discriminator`.
+
+A training example is a pair of frames of one clip (S = `data.size`):
+
+| field                 | shape           | what                                                   |
+| --------------------- | --------------- | ------------------------------------------------------ |
+| `reference_image`     | `[S, S, 3]` uint8 | a frame of the clip                                  |
+| `reference_keypoints` | `[68, 2]` float32 | its keypoints, image coordinates scaled to [-1, 1]   |
+| `target_keypoints`    | `[68, 2]` float32 | another frame's keypoints                            |
+| `target_image`        | `[S, S, 3]` uint8 | that frame: what the renderer must produce           |
+| `mouth_box`           | `[4]` float32     | x0, y0, x1, y1 of the target's mouth region, [-1, 1] |
+
+Sources (`data.source`): "synthetic" renders clips of `t2v.data.synthetic` (painted faces,
+or a photo warped with `data.texture`) for the plan of `t2v.data.pipeline.synthetic_plan`
+(held-out speakers for "eval") and caches them as ArrayRecord shards; "records" reads
+`data.path` / `data.eval_path` shards whose clips have frames. Train pairs are drawn at
+random; eval pairs are fixed: frame 0 of each held-out clip against `data.eval_pairs`
+frames spread over the clip.
+
+Losses: mouth-weighted L1, SSIM, adversarial (hinge or LSGAN) against a multi-scale patch
+discriminator conditioned on the target keypoints, discriminator feature matching, and a
+perceptual loss when `model.perceptual_weights` names VGG-style weights the user holds.
+With `model.refine` the refined frame gets its own L1/SSIM and its own discriminator.
+
+Both players train in one optimizer step: each sees the other through `stop_gradient`,
+so the summed loss gives the generator only generator gradients and the discriminators
+only discriminator gradients (simultaneous gradient descent).
+
+Eval metrics (held-out speakers): `l1`, `ssim`, `psnr`, `mouth_l1`, the copy-the-reference
+baseline `copy_l1` / `copy_ssim` / `copy_psnr`, and `refined_*` when refinement is on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import flax
+import grain
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+from PIL import Image
+
+from t2v import keypoints as keypoints_lib
+from t2v.data import pipeline, records
+from t2v.models.discriminator import MultiScalePatchDiscriminator
+from t2v.models.renderer import MOTION_DOWNSAMPLE, KeypointRenderer, RendererSpec, keypoint_heatmaps
+from t2v.tasks import Task, register
+
+log = logging.getLogger(__name__)
+
+PIXEL_CACHE_VERSION = 1  # bump when the rendered pixels change meaning: new cache key
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# --------------------------------------------------------------------------- data (host)
+
+
+def image_keypoints(points_px: np.ndarray, size: int) -> np.ndarray:
+    """Pixel keypoints of a `size x size` frame -> [-1, 1] image coordinates (renderer convention)."""
+    return (2.0 * np.asarray(points_px, np.float32) / size - 1.0).astype(np.float32)
+
+
+def mouth_box(points: np.ndarray, margin: float) -> np.ndarray:
+    """`[68, 2]` keypoints -> `[4]` box (x0, y0, x1, y1) around the mouth, grown by `margin`
+    of its size on every side."""
+    mouth = points[np.asarray(keypoints_lib.MOUTH)]
+    low, high = mouth.min(axis=0), mouth.max(axis=0)
+    pad = margin * (high - low)
+    return np.concatenate([low - pad, high + pad]).astype(np.float32)
+
+
+def rendered_synthetic_shards(data_config: ml_collections.ConfigDict, split: str, seed: int) -> list[str]:
+    """ArrayRecord shards of `pipeline.synthetic_plan`'s clips with frames, rendered once and cached.
+
+    The folder is keyed by the plan, the frame size and the texture; it is written under a
+    temporary name and renamed, so concurrent runs never read half a cache.
+    """
+    from t2v.data import face_render, synthetic
+
+    plan = pipeline.synthetic_plan(data_config, split, seed)
+    size, texture_name = int(data_config.size), str(data_config.get("texture", ""))
+    key_fields = {"plan": plan, "version": [pipeline.PLAN_VERSION, PIXEL_CACHE_VERSION], "size": size,
+                  "texture": texture_name}
+    key = hashlib.sha1(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:16]
+    folder = pipeline.cache_dir(data_config) / "synthetic" / f"{split}-pixels{size}-{key}"
+    if not folder.is_dir():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        texture = None
+        if texture_name == "astronaut":
+            texture = face_render.PhotoTexture.astronaut()
+        elif texture_name:
+            texture = face_render.PhotoTexture.from_file(texture_name)
+        log.info("rendering %d synthetic %s clips at %d px into %s", len(plan), split, size, folder)
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+        clips = (records.encode_clip(synthetic.make_clip(size=size, texture=texture, render=True, **kw).to_record())
+                 for kw in plan)
+        records.write_shards(staging, clips, num_shards=1)
+        (staging / "plan.json").write_text(json.dumps(key_fields, indent=1))
+        try:
+            staging.rename(folder)
+        except OSError:  # another process finished first: use theirs
+            for f in staging.iterdir():
+                f.unlink()
+            staging.rmdir()
+    return sorted(str(p) for p in folder.glob(f"{records.SHARD_BASENAME}-*"))
+
+
+class PairMaker:
+    """A clip record -> reference/target pair examples at `size` pixels (fields in the module doc)."""
+
+    def __init__(self, size: int, mouth_margin: float):
+        self.size = size
+        self.mouth_margin = mouth_margin
+        self.skipped = 0
+
+    def decode(self, record: bytes, where: str) -> dict | None:
+        """The clip with its frames still JPEG bytes, or None (counted) if it is unusable."""
+        try:
+            clip = records.decode_clip(record, decode_frames=False)
+        except records.RecordError as error:
+            self.skipped += 1
+            log.warning("skipping %s: %s", where, error)
+            return None
+        if not clip.get("frames") or len(clip["frames"]) != len(clip["keypoints"]):
+            self.skipped += 1
+            log.warning("skipping %s (clip %s): no frames, or not one per keypoint frame", where, clip.get("clip_id"))
+            return None
+        return clip
+
+    def frame(self, clip: dict, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Frame `index` resized to `size`: uint8 `[S, S, 3]` and keypoints `[68, 2]` in [-1, 1]."""
+        image = records.decode_jpegs([clip["frames"][index]])[0]
+        height, width = image.shape[:2]
+        if height != width:
+            raise ValueError(f"clip {clip.get('clip_id', '?')}: frames are {width}x{height}; the renderer needs square crops")
+        if height != self.size:
+            image = np.asarray(Image.fromarray(image).resize((self.size, self.size), Image.BILINEAR))
+        return image, image_keypoints(clip["keypoints"][index], height)
+
+    def pair(self, clip: dict, reference_index: int, target_index: int) -> dict:
+        reference_image, reference_keypoints = self.frame(clip, reference_index)
+        target_image, target_keypoints = self.frame(clip, target_index)
+        return {
+            "reference_image": reference_image,
+            "reference_keypoints": reference_keypoints,
+            "target_keypoints": target_keypoints,
+            "target_image": target_image,
+            "mouth_box": mouth_box(target_keypoints, self.mouth_margin),
+        }
+
+    def __call__(self, indexed_record: tuple[int, bytes], rng: np.random.Generator) -> dict | None:
+        index, record = indexed_record
+        clip = self.decode(record, f"record {index}")
+        if clip is None:
+            return None  # Grain drops it
+        reference_index, target_index = rng.integers(len(clip["frames"]), size=2)
+        return self.pair(clip, int(reference_index), int(target_index))
+
+
+def eval_pair_indices(num_frames: int, pairs: int) -> list[tuple[int, int]]:
+    """Fixed eval pairs of a clip: frame 0 as the reference, `pairs` targets spread over the rest."""
+    targets = np.linspace(0, num_frames - 1, pairs + 1)[1:].round().astype(int)
+    return [(0, int(t)) for t in targets]
+
+
+# --------------------------------------------------------------------------- image losses (traced)
+
+
+def to_unit(image: jax.Array, dtype) -> jax.Array:
+    """uint8 `[..., 3]` -> `dtype` in [0, 1]."""
+    return image.astype(dtype) / 255.0
+
+
+def box_mask(boxes: jax.Array, size: int) -> jax.Array:
+    """`[B, 4]` boxes (x0, y0, x1, y1 in [-1, 1]) -> `[B, S, S, 1]` 1 inside, 0 outside."""
+    centres = (2 * jnp.arange(size, dtype=boxes.dtype) + 1) / size - 1
+    inside_x = (centres[None, :] >= boxes[:, 0:1]) & (centres[None, :] <= boxes[:, 2:3])  # [B, S]
+    inside_y = (centres[None, :] >= boxes[:, 1:2]) & (centres[None, :] <= boxes[:, 3:4])
+    return (inside_y[:, :, None] & inside_x[:, None, :])[..., None].astype(boxes.dtype)
+
+
+def weighted_l1(prediction, target, weights):
+    """Per-pixel weighted mean absolute error, normalised by the mean weight."""
+    return jnp.mean(weights * jnp.abs(prediction - target)) / jnp.mean(weights)
+
+
+def _blur_matrix(length: int, taps: int = 11, std: float = 1.5) -> np.ndarray:
+    """`[length - taps + 1, length]` banded matrix: a "VALID" 1D Gaussian blur as a matmul."""
+    x = np.arange(taps, dtype=np.float32) - (taps - 1) / 2
+    window = np.exp(-(x**2) / (2 * std**2))
+    matrix = np.zeros((length - taps + 1, length), np.float32)
+    for row in range(len(matrix)):
+        matrix[row, row : row + taps] = window / window.sum()
+    return matrix
+
+
+def ssim(x: jax.Array, y: jax.Array) -> jax.Array:
+    """Mean structural similarity of `[B, H, W, C]` images in [0, 1] (11x11 Gaussian, std 1.5,
+    as skimage's `gaussian_weights=True`): `[B]`."""
+    # Separable blur as two matmuls: XLA's CPU depthwise convolution and the gradient of
+    # shifted slices are both an order of magnitude slower.
+    rows = jnp.asarray(_blur_matrix(x.shape[1]), x.dtype)
+    columns = jnp.asarray(_blur_matrix(x.shape[2]), x.dtype)
+
+    def blur(image):
+        return jnp.einsum("ow,bhwc->bhoc", columns, jnp.einsum("oh,bhwc->bowc", rows, image))
+
+    c1, c2 = 0.01**2, 0.03**2
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x**2
+    var_y = blur(y * y) - mu_y**2
+    covariance = blur(x * y) - mu_x * mu_y
+    score = ((2 * mu_x * mu_y + c1) * (2 * covariance + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return jnp.mean(score, axis=(1, 2, 3))
+
+
+def psnr(x: jax.Array, y: jax.Array) -> jax.Array:
+    """Peak signal-to-noise ratio in dB of `[B, H, W, C]` images in [0, 1]: `[B]`."""
+    mse = jnp.mean(jnp.square(x - y), axis=(1, 2, 3))
+    return -10.0 * jnp.log10(jnp.maximum(mse, 1e-10))
+
+
+def discriminator_loss(kind: str, real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
+    if kind == "hinge":
+        return jnp.mean(jax.nn.relu(1 - real_logits)) + jnp.mean(jax.nn.relu(1 + fake_logits))
+    return jnp.mean(jnp.square(real_logits - 1)) + jnp.mean(jnp.square(fake_logits))
+
+
+def generator_loss(kind: str, fake_logits: jax.Array) -> jax.Array:
+    if kind == "hinge":
+        return -jnp.mean(fake_logits)
+    return jnp.mean(jnp.square(fake_logits - 1))
+
+
+ADVERSARIAL_LOSSES = ("hinge", "lsgan")
+
+
+# --------------------------------------------------------------------------- perceptual loss
+
+
+class PerceptualFeatures:
+    """A VGG-style convolution stack the user holds, frozen: images -> block feature maps.
+
+    The file is `.npz` with arrays `conv{block}_{index}/kernel` (HWIO, `[3, 3, in, out]`) and
+    `conv{block}_{index}/bias`, or `.msgpack` (`flax.serialization.msgpack_serialize` of
+    `{"conv1_1": {"kernel": ..., "bias": ...}, ...}`). Layers run in (block, index) order
+    with ReLU, 2x2 max-pooling between blocks; the output of each of the first `blocks`
+    blocks is a feature map. Inputs are RGB in [0, 1], normalised by the ImageNet mean and
+    std (the torchvision convention: convert Caffe-style weights before use).
+    """
+
+    _NAME = re.compile(r"^conv(\d+)_(\d+)$")
+
+    def __init__(self, path: str, blocks: int):
+        self.path = path
+        layers = self._load(Path(path))
+        self.blocks: list[list[tuple[np.ndarray, np.ndarray]]] = []
+        current_block, previous_out = None, 3
+        for (block, index), (kernel, bias) in sorted(layers.items()):
+            if block != current_block:
+                if len(self.blocks) == blocks:
+                    break
+                self.blocks.append([])
+                current_block = block
+            name = f"conv{block}_{index}"
+            if kernel.ndim != 4:
+                raise ValueError(f"{path}: {name}/kernel has shape {kernel.shape}, expected HWIO [k, k, in, out]")
+            if kernel.shape[2] != previous_out:
+                raise ValueError(f"{path}: {name}/kernel reads {kernel.shape[2]} channels but the layer before "
+                                 f"gives {previous_out} (kernels must be HWIO, layers conv<block>_<index>)")
+            if bias.shape != (kernel.shape[3],):
+                raise ValueError(f"{path}: {name}/bias has shape {bias.shape}, expected ({kernel.shape[3]},)")
+            self.blocks[-1].append((kernel.astype(np.float32), bias.astype(np.float32)))
+            previous_out = kernel.shape[3]
+
+    def _load(self, path: Path) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: model.perceptual_weights names no file")
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                flat = {name: archive[name] for name in archive.files}
+            nested: dict[str, dict[str, np.ndarray]] = {}
+            for name, array in flat.items():
+                layer, _, leaf = name.partition("/")
+                nested.setdefault(layer, {})[leaf] = array
+        elif path.suffix == ".msgpack":
+            try:
+                nested = flax.serialization.msgpack_restore(path.read_bytes())
+            except Exception as error:  # msgpack raises many types for damaged bytes
+                raise ValueError(f"{path}: not a msgpack file of weights ({type(error).__name__})") from error
+        else:
+            raise ValueError(f"{path}: perceptual weights must be .npz or .msgpack")
+        layers = {}
+        for name, leaves in nested.items():
+            match = self._NAME.match(name)
+            if not match or not isinstance(leaves, dict) or set(leaves) != {"kernel", "bias"}:
+                raise ValueError(f"{path}: entry {name!r} is not a conv<block>_<index> layer with kernel and bias")
+            layers[(int(match[1]), int(match[2]))] = (np.asarray(leaves["kernel"]), np.asarray(leaves["bias"]))
+        if not layers:
+            raise ValueError(f"{path}: no conv<block>_<index> layers")
+        return layers
+
+    def __call__(self, images: jax.Array) -> list[jax.Array]:
+        """`[B, H, W, 3]` in [0, 1] -> one `[B, h, w, C]` feature map per block."""
+        mean = jnp.asarray(IMAGENET_MEAN, images.dtype)
+        std = jnp.asarray(IMAGENET_STD, images.dtype)
+        x = (images - mean) / std
+        outputs = []
+        for i, block in enumerate(self.blocks):
+            if i:
+                x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+            for kernel, bias in block:
+                x = jax.lax.conv_general_dilated(x, jnp.asarray(kernel, x.dtype), (1, 1), "SAME",
+                                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
+                x = jax.nn.relu(x + jnp.asarray(bias, x.dtype))
+            outputs.append(x)
+        return outputs
+
+    def loss(self, prediction: jax.Array, target: jax.Array) -> jax.Array:
+        """Mean over blocks of the L1 distance between feature maps (target side frozen)."""
+        together = self(jnp.concatenate([prediction, jax.lax.stop_gradient(target)], axis=0))
+        batch = prediction.shape[0]
+        return sum(jnp.mean(jnp.abs(f[:batch] - f[batch:])) for f in together) / len(together)
+
+
+# --------------------------------------------------------------------------- the task
+
+
+def renderer_spec(config: ml_collections.ConfigDict) -> RendererSpec:
+    m = config.model
+    return RendererSpec(
+        size=int(config.data.size), features=m.features, encoder_widths=tuple(m.encoder_widths),
+        motion_widths=tuple(m.motion_widths), motion_features=m.motion_features, decoder_blocks=m.decoder_blocks,
+        decoder_width=m.decoder_width, heatmap_std=float(m.heatmap_std), refine=bool(m.refine),
+        memory_slots=m.memory_slots, memory_dim=m.memory_dim, refine_widths=tuple(m.refine_widths),
+    )
+
+
+def build_renderer(config: ml_collections.ConfigDict, dtype=jnp.float32) -> KeypointRenderer:
+    return KeypointRenderer(renderer_spec(config), dtype)
+
+
+@register("render")
+class RenderTask(Task):
+    def __init__(self, config: ml_collections.ConfigDict):
+        super().__init__(config)
+        dtype = jnp.dtype(config.train.compute_dtype)
+        self.spec = renderer_spec(config)
+        self.renderer = KeypointRenderer(self.spec, dtype)
+        m = config.model
+        self.discriminator = MultiScalePatchDiscriminator(tuple(m.discriminator_widths), m.discriminator_scales, dtype)
+        self.weights = config.loss
+        if self.weights.adversarial_loss not in ADVERSARIAL_LOSSES:
+            raise ValueError(f"loss.adversarial_loss={self.weights.adversarial_loss!r}: expected one of {ADVERSARIAL_LOSSES}")
+        self.perceptual = PerceptualFeatures(m.perceptual_weights, m.perceptual_blocks) if m.perceptual_weights else None
+
+    # -- data ------------------------------------------------------------------------------
+    def _shards(self, split: str, seed: int) -> list[str]:
+        if self.config.data.source == "synthetic":
+            return rendered_synthetic_shards(self.config.data, split, seed)
+        return pipeline.shard_paths(self.config, split, seed)
+
+    def _pair_maker(self) -> PairMaker:
+        return PairMaker(self.spec.size, float(self.config.loss.mouth_margin))
+
+    def eval_pairs(self, seed: int) -> tuple[Any, list[tuple[int, int, int]]]:
+        """The eval source and its fixed pairs `(record, reference frame, target frame)`, in
+        order: the same list on every process. Pixels are decoded only when a pair is read."""
+        source = pipeline.record_source(self._shards("eval", seed))
+        maker = self._pair_maker()
+        pairs = []
+        for i in range(len(source)):
+            clip = maker.decode(source[i], f"eval record {i}")
+            if clip is not None:
+                pairs.extend((i, r, t) for r, t in eval_pair_indices(len(clip["frames"]), int(self.config.data.eval_pairs)))
+        return source, pairs
+
+    def eval_example(self, source, pair: tuple[int, int, int]) -> dict:
+        index, reference_index, target_index = pair
+        maker = self._pair_maker()
+        return maker.pair(maker.decode(source[index], f"eval record {index}"), reference_index, target_index)
+
+    def dataset(self, split, *, seed, process_index, process_count):
+        batch_size, remainder = divmod(int(self.config.train.batch_size), process_count)
+        if remainder:
+            raise ValueError(f"train.batch_size={self.config.train.batch_size} does not split over {process_count} processes")
+        if split == "train":
+            source = pipeline.record_source(self._shards("train", seed))
+            ds = grain.MapDataset.source(source).map_with_index(lambda i, r: (i, r))
+            ds = ds.shuffle(seed=seed).repeat()[process_index::process_count].random_map(self._pair_maker(), seed=seed)
+            ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2 * batch_size))
+            ds = ds.batch(batch_size, drop_remainder=True)
+            workers = int(self.config.data.get("workers", 0))
+            if workers > 0:
+                ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+            return iter(ds)
+        if split != "eval":
+            raise ValueError(f"render task: unknown split {split!r}: expected 'train' or 'eval'")
+        source, pairs = self.eval_pairs(seed)
+        # Every process must see the same number of batches: drop the global remainder first.
+        pairs = pairs[: len(pairs) // (batch_size * process_count) * batch_size * process_count]
+        ds = grain.MapDataset.source(pairs)[process_index::process_count].map(lambda p: self.eval_example(source, p))
+        return iter(ds.batch(batch_size, drop_remainder=True).to_iter_dataset())
+
+    # -- model -----------------------------------------------------------------------------
+    def _condition(self, target_keypoints):
+        """The discriminators' view of the target keypoints: `[B, S, S, 1]`, their Gaussian
+        bumps at the motion resolution, upsampled (nearest)."""
+        bumps = keypoint_heatmaps(target_keypoints, self.spec.motion_size, self.spec.heatmap_std).max(-1, keepdims=True)
+        return jnp.repeat(jnp.repeat(bumps, MOTION_DOWNSAMPLE, axis=1), MOTION_DOWNSAMPLE, axis=2)
+
+    def init(self, rng, batch):
+        renderer_rng, discriminator_rng, refine_rng = jax.random.split(rng, 3)
+        dtype = batch["reference_keypoints"].dtype
+        reference = to_unit(batch["reference_image"], dtype)
+        params = {"renderer": self.renderer.init(renderer_rng, reference, batch["reference_keypoints"],
+                                                 batch["target_keypoints"])["params"]}
+        condition = self._condition(batch["target_keypoints"])
+        params["discriminator"] = self.discriminator.init(discriminator_rng, reference, condition)["params"]
+        if self.spec.refine:
+            params["refine_discriminator"] = self.discriminator.init(refine_rng, reference, condition)["params"]
+        return params
+
+    def render(self, params, batch) -> dict[str, jax.Array]:
+        """A batch -> the renderer's outputs (`frame`, and `refined` when refinement is on)."""
+        dtype = batch["reference_keypoints"].dtype
+        return self.renderer.apply({"params": params["renderer"]}, to_unit(batch["reference_image"], dtype),
+                                   batch["reference_keypoints"], batch["target_keypoints"])
+
+    def _image_terms(self, prefix: str, image, target, pixel_weights) -> tuple[jax.Array, dict]:
+        w = self.weights
+        l1 = weighted_l1(image, target, pixel_weights)
+        ssim_loss = 1.0 - jnp.mean(ssim(image, target))
+        total = w.l1 * l1 + w.ssim * ssim_loss
+        metrics = {f"{prefix}l1": l1, f"{prefix}ssim_loss": ssim_loss}
+        if self.perceptual is not None:
+            perceptual = self.perceptual.loss(image, target)
+            total += w.perceptual * perceptual
+            metrics[f"{prefix}perceptual"] = perceptual
+        return total, metrics
+
+    def _adversarial_terms(self, prefix: str, d_params, image, target, condition, gan_on) -> tuple[jax.Array, dict]:
+        """Generator terms (adversarial + feature matching, D frozen) plus the D loss (G frozen)."""
+        w, kind = self.weights, self.weights.adversarial_loss
+        apply = lambda p, x: self.discriminator.apply({"params": p}, x, condition)  # noqa: E731
+        real = apply(d_params, target)
+        fake_for_d = apply(d_params, jax.lax.stop_gradient(image))
+        fake_for_g = apply(jax.lax.stop_gradient(d_params), image)
+        d_loss = sum(discriminator_loss(kind, r[1], f[1]) for r, f in zip(real, fake_for_d)) / len(real)
+        g_adversarial = sum(generator_loss(kind, f[1]) for f in fake_for_g) / len(fake_for_g)
+        matching = [jnp.mean(jnp.abs(jax.lax.stop_gradient(rf) - ff))
+                    for (real_features, _), (fake_features, _) in zip(real, fake_for_g)
+                    for rf, ff in zip(real_features, fake_features)]
+        feature_matching = sum(matching) / len(matching)
+        adversarial_weight = w.refine_adversarial if prefix else w.adversarial
+        g_loss = gan_on * (adversarial_weight * g_adversarial + w.feature_matching * feature_matching)
+        metrics = {
+            f"{prefix}g_adversarial": g_adversarial,
+            f"{prefix}feature_matching": feature_matching,
+            f"{prefix}d_loss": d_loss,
+            f"{prefix}d_real": jnp.mean(real[0][1]),
+            f"{prefix}d_fake": jnp.mean(fake_for_d[0][1]),
+        }
+        return g_loss + d_loss, metrics
+
+    def loss(self, params, batch, rng, step):
+        w = self.weights
+        dtype = batch["reference_keypoints"].dtype
+        target = to_unit(batch["target_image"], dtype)
+        out = self.render(params, batch)
+        pixel_weights = 1.0 + (w.mouth_weight - 1.0) * box_mask(batch["mouth_box"], self.spec.size)
+        condition = self._condition(batch["target_keypoints"])
+        gan_on = (step >= w.adversarial_start_step).astype(dtype)
+
+        total, metrics = self._image_terms("", out["frame"], target, pixel_weights)
+        adversarial, adversarial_metrics = self._adversarial_terms(
+            "", params["discriminator"], out["frame"], target, condition, gan_on)
+        total += adversarial
+        metrics.update(adversarial_metrics)
+        if self.spec.refine:
+            refine_total, refine_metrics = self._image_terms("refined_", out["refined"], target, pixel_weights)
+            refine_adversarial, refine_adversarial_metrics = self._adversarial_terms(
+                "refined_", params["refine_discriminator"], out["refined"], target, condition, gan_on)
+            total += refine_total + refine_adversarial
+            metrics.update(refine_metrics)
+            metrics.update(refine_adversarial_metrics)
+        return total, metrics
+
+    def eval_metrics(self, params, batch, rng):
+        dtype = batch["reference_keypoints"].dtype
+        target = to_unit(batch["target_image"], dtype)
+        reference = to_unit(batch["reference_image"], dtype)
+        out = self.render(params, batch)
+        mouth = box_mask(batch["mouth_box"], self.spec.size)
+
+        def scores(prefix, image):
+            return {
+                f"{prefix}l1": jnp.mean(jnp.abs(image - target)),
+                f"{prefix}ssim": jnp.mean(ssim(image, target)),
+                f"{prefix}psnr": jnp.mean(psnr(image, target)),
+                f"{prefix}mouth_l1": jnp.sum(mouth * jnp.abs(image - target)) / (3 * jnp.sum(mouth) + 1e-6),
+            }
+
+        metrics = {**scores("", out["frame"]), **scores("copy_", reference)}
+        if self.spec.refine:
+            metrics.update(scores("refined_", out["refined"]))
+        return metrics
+
+    # -- reports ---------------------------------------------------------------------------
+    def write_samples(self, params, out_dir, step):
+        """`samples.png`: rows of reference | target | rendered (| refined) for 4 held-out pairs."""
+        source, pairs = self.eval_pairs(self.config.seed)
+        examples = [self.eval_example(source, p) for p in pairs[:: max(1, int(self.config.data.eval_pairs))][:4]]
+        if not examples:
+            return
+        batch = {name: np.stack([e[name] for e in examples]) for name in examples[0]}
+        out = jax.jit(self.render)(params, batch)
+        images = [out["frame"]] + ([out["refined"]] if self.spec.refine else [])
+        images = [np.asarray(multihost_utils.process_allgather(x, tiled=True)) for x in images]
+        if jax.process_index() != 0:
+            return
+        columns = [batch["reference_image"], batch["target_image"],
+                   *[(np.clip(x, 0, 1) * 255).round().astype(np.uint8) for x in images]]
+        grid = np.concatenate([np.concatenate(list(column), axis=0) for column in columns], axis=1)
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(grid).save(Path(out_dir) / "samples.png")
