@@ -4,6 +4,7 @@
     t2v train  --config configs/x.py[:variant] --workdir DIR   train any task (resumes)
     t2v eval   --workdir DIR                        metrics and baselines -> DIR/eval/metrics.json
     t2v prepare --dataset voxceleb2|lrw|hdtf|mead|grid|crema_d|synthetic --src DIR --out DIR [--beam]
+    t2v export --checkpoint DIR --out DIR            StableHLO + ONNX serving artifacts
     t2v synth  --out DIR --clips N --langs en,de --format records|voxceleb2 [--texture PHOTO]
     t2v config --config configs/x.py[:variant] [--config.a.b=v ...]   print a resolved config
 
@@ -85,6 +86,18 @@ def _eval(args, overrides) -> int:
     return 0
 
 
+# -- t2v export ----------------------------------------------------------------------------
+def _export(args, overrides) -> int:
+    from t2v import export
+
+    manifest = export.export(args.checkpoint, args.out, onnx=not args.no_onnx)
+    for task, entry in manifest["tasks"].items():
+        print(f"{task}: {', '.join(entry['functions'])} -> {Path(args.out) / task}")
+    for task, why in manifest.get("skipped", {}).items():
+        print(f"{task}: skipped ({why})")
+    return 0
+
+
 # -- t2v demo ------------------------------------------------------------------------------
 def _demo(args, overrides) -> int:
     from t2v import demo
@@ -129,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a Beam pipeline flag, e.g. --beam-option=--runner=DataflowRunner (repeatable)")
     p.add_argument("--config", default="configs/prepare.py")
     p.set_defaults(run=_prepare)
+
+    p = sub.add_parser("export", help="write serving artifacts (jax.export StableHLO and ONNX)")
+    p.add_argument("--checkpoint", required=True, help="a task workdir, or a demo workdir holding several")
+    p.add_argument("--out", required=True)
+    p.add_argument("--no-onnx", action="store_true", help="only the StableHLO artifacts")
+    p.set_defaults(run=_export)
 
     p = sub.add_parser("synth", help="write procedural talking-head clips")
     p.add_argument("--out", required=True)
