@@ -1,0 +1,53 @@
+"""The lip-sync expert (`sync` task): audio window vs pose-free mouth window, InfoNCE.
+
+    t2v train --config configs/sync.py:tiny --workdir /tmp/sync   # a few minutes on 2 CPU cores
+    t2v train --config configs/sync.py:base --workdir gs://...    # cloud size
+
+Variants: `tiny` (trains on a laptop CPU and finds the true audio offset among +-15
+frames far above chance), `base` (the cloud run). Either can be followed by overrides.
+"""
+
+from configs import base
+
+
+def add_window_data(c, *, window: int, max_shift: int) -> None:
+    """The input keys shared by the sync and motion experiments (t2v.data.pipeline)."""
+    c.data.update(
+        window=window,
+        max_shift=max_shift,     # M: audio context either side, for shifted negatives / offset search
+        eval_windows=2,          # fixed eval windows per held-out clip
+        train_speakers=16,       # synthetic: training speaker ids 0..N-1
+        eval_speakers=8,         # synthetic: held-out speakers, never trained on
+        eval_path="",            # records source: the held-out split
+        cache_dir="",            # synthetic clips cache ("" = $T2V_CACHE or ~/.cache/t2v)
+        reference_frame=False,   # also emit a reference image (needs rendered frames)
+        threads=1,               # Grain reader threads in each process (workers add processes)
+    )
+
+
+def get_config(arg=None):
+    variant = arg or "base"
+    c = base.get_config()
+    c.task = "sync"
+    c.model = dict(sync=dict(window=5, features=64, width=64, num_layers=2, use_image=False,
+                             initial_temperature=0.07))
+    c.loss = dict(shifted_negatives=4)  # same-clip audio shifted 2..M frames, per mouth window
+    add_window_data(c, window=5, max_shift=15)
+
+    if variant == "tiny":
+        c.model.sync.update(window=8, features=32, width=48, num_layers=2)
+        c.data.update(window=8, train_clips=96, eval_clips=16, eval_windows=3)
+        c.loss.shifted_negatives = 6
+        c.optimizer.update(lr=2e-3, warmup_steps=30, ema_decay=0.99, weight_decay=1e-4)
+        c.train.update(steps=500, batch_size=32, log_every=50, eval_every=250, eval_batches=2,
+                       checkpoint_every=250, keep=1)
+    elif variant == "base":
+        c.model.sync.update(window=5, features=256, width=256, num_layers=4)
+        c.data.update(train_clips=20000, eval_clips=512, workers=8)
+        c.loss.shifted_negatives = 8
+        c.optimizer.update(lr=5e-4, warmup_steps=2000, ema_decay=0.999)
+        c.train.update(steps=200_000, batch_size=512, log_every=100, eval_every=5000, eval_batches=16,
+                       checkpoint_every=5000, keep=3, best_metric="eval/sync_offset_acc", best_mode="max")
+    else:
+        raise ValueError(f"configs/sync.py: unknown variant {arg!r} (known: tiny, base)")
+    return c

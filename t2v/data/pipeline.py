@@ -1,0 +1,386 @@
+"""The online input pipeline of the sync and motion tasks: clips -> windows -> batches (Grain).
+
+    batches = window_batches(config, "train", seed=0, process_index=0, process_count=1)
+    batch = next(batches)                  # dict of numpy arrays, leading axis = local batch
+    state = batches.get_state()            # JSON-able; set_state(state) resumes exactly there
+
+Sources (`config.data.source`):
+  * "synthetic": clips made by `t2v.data.synthetic.make_clip(render=False)` for a fixed
+    plan of seeds, speakers, languages and sentences (`synthetic_plan`), written once as
+    ArrayRecord shards under a cache folder keyed by the plan, then read like records;
+  * "records": ArrayRecord shards (`t2v synth --format records`, data preparation):
+    `config.data.path` for "train", `config.data.eval_path` for "eval".
+
+Splits of the synthetic source: "train" speaks the training languages (`data.langs`)
+with training speakers and the training sentences; "eval" uses speakers never trained
+on, sentences never trained on (every `HELD_OUT_SENTENCE_EVERY`-th of each language) and
+alternates between the unseen `data.eval_langs` and the training languages.
+
+A training example is a window of T = `config.data.window` video frames:
+
+| field          | shape                     | what                                                          |
+| -------------- | ------------------------- | ------------------------------------------------------------- |
+| `mel`          | `[4T, 80]` float32        | log-mel (t2v.audio) of the window                             |
+| `mel_context`  | `[4(T + 2M), 80]` float32 | the same audio with M = `data.max_shift` frames either side (only when M > 0); silence past the clip's ends |
+| `keypoints`    | `[T, 68, 2]` float32      | face-frame keypoints; one frame per clip (the reference's), so head motion stays |
+| `reference`    | `[68, 2]` float32         | the speaker's neutral frontal keypoints in that frame         |
+| `pose`         | `[T, 4]` float32          | `t2v.keypoints.split_pose` of the keypoints against the reference |
+| `mouth`        | `[T, 20, 2]` float32      | pose-free mouth (MOUTH points) minus the reference's mouth     |
+| `reference_image` | `[H, W, 3]` uint8      | only with `data.reference_frame`: a random frame of the clip   |
+
+The dataset is deterministic for a seed, sharded per process (`[process_index::process_count]`
+on the clip order), optionally decoded in worker processes (`data.workers > 0`; each
+worker batches its own slice, so the batches depend on the worker count, still
+deterministically), and its iterator state is checkpointable, with or without workers. A record that cannot be decoded is skipped and counted
+(`WindowMaker.skipped`), never fatal.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+import grain
+import ml_collections
+import numpy as np
+
+from t2v import audio, keypoints
+from t2v.data import records
+
+log = logging.getLogger(__name__)
+
+HELD_OUT_SENTENCE_EVERY = 4  # sentence i of a language is held out for eval when i % 4 == 0
+EVAL_SPEAKER_OFFSET = 100_000  # eval speaker ids start here: never a training speaker
+PLAN_VERSION = 1  # bump when the plan or the generator's meaning changes: new cache key
+SILENCE_LOG_MEL = float(np.log(audio.LOG_FLOOR))
+
+
+# --------------------------------------------------------------------------- clip features
+
+
+def prepare_clip(clip: dict) -> dict:
+    """A decoded clip (records.decode_clip or synthetic) -> whole-clip training features.
+
+    Returns `mel [4T, 80]`, `keypoints [T, 68, 2]` and `reference [68, 2]` in the
+    reference's face frame, `pose [T, 4]`, `mouth [T, 20, 2]`, `energy [T]` (frame RMS),
+    plus `clip_id`, `speaker`, `language` when the clip has them. The reference is the
+    clip's `neutral_keypoints`, or the median of its frames when it has none.
+    """
+    points_px = np.asarray(clip["keypoints"], np.float32)
+    neutral_px = clip.get("neutral_keypoints")
+    if neutral_px is None:
+        neutral_px = np.median(points_px, axis=0)
+    reference, frame = keypoints.normalise(np.asarray(neutral_px, np.float32))
+    points = (points_px - frame.origin) / frame.scale
+    pose, _ = keypoints.split_pose(points, reference)
+    wave = np.asarray(clip["audio"], np.float32)
+    rate = int(clip["sample_rate"])
+    prepared = {
+        "mel": audio.log_mel(wave, rate),
+        "keypoints": points.astype(np.float32),
+        "reference": reference.astype(np.float32),
+        "pose": pose.astype(np.float32),
+        "mouth": pose_free_mouth(points, reference).astype(np.float32),
+        "energy": audio.frame_energy(wave, rate),
+    }
+    for name in ("clip_id", "speaker", "language", "transcript", "frames"):
+        if clip.get(name) is not None:
+            prepared[name] = clip[name]
+    return prepared
+
+
+def pose_free_mouth(points, reference):
+    """The mouth with head pose removed, relative to the speaker's neutral mouth.
+
+    points `[..., 68, 2]`, reference `[..., 68, 2]` (broadcast) -> `[..., 20, 2]`: the
+    MOUTH points of `split_pose`'s expression minus the reference's. numpy or jax.
+    """
+    _, expression = keypoints.split_pose(points, reference)
+    index = np.asarray(keypoints.MOUTH)
+    return expression[..., index, :] - reference[..., index, :]
+
+
+def mel_span(mel: np.ndarray, start_frame: int, num_frames: int) -> np.ndarray:
+    """Mel rows of video frames [start, start + num_frames), silence outside the clip: `[4n, 80]`."""
+    per = audio.MELS_PER_FRAME
+    out = np.full((per * num_frames, mel.shape[1]), SILENCE_LOG_MEL, np.float32)
+    lo, hi = max(start_frame, 0), min(start_frame + num_frames, len(mel) // per)
+    if hi > lo:
+        out[per * (lo - start_frame) : per * (hi - start_frame)] = mel[per * lo : per * hi]
+    return out
+
+
+# --------------------------------------------------------------------------- windows
+
+
+@dataclasses.dataclass
+class WindowMaker:
+    """Record index (+ a numpy Generator) -> one window example, or None for a bad record.
+
+    Training windows start at random, keeping `max_shift` frames of real audio either
+    side when the clip is long enough (so shifted sync negatives are speech, not
+    silence); `example(clip, start)` makes the window at a given start (eval windows).
+    Prepared clips are cached (LRU, `cache_clips`), so the features of a clip are made
+    once per process, not once per window. Worker processes get a copy without the cache.
+    """
+
+    window: int
+    max_shift: int = 0
+    source: Any = None  # random access to record bytes: set by `window_batches`
+    reference_frame: bool = False
+    cache_clips: int = 4096  # prepared clips kept per process: features are made once per clip, not per window
+    skipped: int = 0
+    _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
+    _cache: collections.OrderedDict = dataclasses.field(default_factory=collections.OrderedDict, repr=False)
+
+    def __getstate__(self):  # for Grain's worker processes: no lock, no cache
+        state = dict(self.__dict__)
+        state.pop("_lock"), state.pop("_cache")
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, _lock=threading.Lock(), _cache=collections.OrderedDict())
+
+    def decode(self, record: bytes, where: str) -> dict | None:
+        """The prepared clip of `record`, or None (counted in `skipped`) if it is corrupt."""
+        try:
+            return prepare_clip(records.decode_clip(record, decode_frames=self.reference_frame))
+        except (records.RecordError, ValueError) as error:
+            with self._lock:
+                self.skipped += 1
+            log.warning("skipping %s: %s", where, error)
+            return None
+
+    def example(self, clip: dict, start: int) -> dict:
+        t = self.window
+        num_frames = len(clip["keypoints"])
+        if num_frames < t:
+            raise ValueError(f"clip {clip.get('clip_id', '?')}: {num_frames} frames, shorter than the window {t}")
+        start = int(np.clip(start, 0, num_frames - t))
+        example = {
+            "mel": mel_span(clip["mel"], start, t),
+            "keypoints": clip["keypoints"][start : start + t],
+            "reference": clip["reference"],
+            "pose": clip["pose"][start : start + t],
+            "mouth": clip["mouth"][start : start + t],
+        }
+        if self.max_shift > 0:
+            example["mel_context"] = mel_span(clip["mel"], start - self.max_shift, t + 2 * self.max_shift)
+        return example
+
+    def random_start(self, num_frames: int, rng: np.random.Generator) -> int:
+        margin = self.max_shift if num_frames >= self.window + 2 * self.max_shift else 0
+        return int(rng.integers(margin, max(num_frames - self.window - margin, margin) + 1))
+
+    def __call__(self, index: int, rng: np.random.Generator) -> dict | None:
+        """Window of record `index` of `self.source` (read only when the clip is not cached)."""
+        clip = self.clip(int(index))
+        if clip is None:
+            return None
+        example = self.example(clip, self.random_start(len(clip["keypoints"]), rng))
+        if self.reference_frame:
+            if "frames" not in clip:
+                raise ValueError(f"record {index}: data.reference_frame is set but the clip has no frames")
+            example["reference_image"] = clip["frames"][rng.integers(len(clip["frames"]))]
+        return example
+
+    def clip(self, index: int) -> dict | None:
+        """The prepared clip of record `index`, or None (counted) if corrupt or too short."""
+        with self._lock:
+            if index in self._cache:
+                self._cache.move_to_end(index)
+                return self._cache[index]
+        clip = self.decode(self.source[index], f"record {index} of {self.source}")
+        if clip is not None and len(clip["keypoints"]) < self.window:
+            with self._lock:
+                self.skipped += 1
+            log.warning("skipping record %d: %d frames, shorter than the window %d",
+                        index, len(clip["keypoints"]), self.window)
+            clip = None
+        if clip is not None and self.cache_clips > 0:
+            with self._lock:
+                self._cache[index] = clip
+                while len(self._cache) > self.cache_clips:
+                    self._cache.popitem(last=False)
+        return clip
+
+
+def eval_windows(clip: dict, window: int, max_shift: int, per_clip: int) -> list[int]:
+    """Deterministic eval window starts: up to `per_clip` non-overlapping windows, leaving
+    `max_shift` frames of audio either side when the clip allows."""
+    num_frames = len(clip["keypoints"])
+    margin = max_shift if num_frames >= window + 2 * max_shift else 0
+    starts = list(range(margin, num_frames - window - margin + 1, window))
+    return starts[:per_clip] or [0]
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def synthetic_plan(data_config: ml_collections.ConfigDict, split: str, seed: int) -> list[dict]:
+    """The clips the synthetic source makes for `split`: a list of `make_clip` arguments.
+
+    Pure and cheap (no audio is made), so the cache key is a hash of it.
+    """
+    from t2v.data import speech
+
+    train_langs = _languages(data_config.langs)
+    eval_langs = _languages(data_config.eval_langs)
+    if split == "train":
+        count, langs, speakers = int(data_config.train_clips), train_langs, int(data_config.get("train_speakers", 16))
+        first_speaker, held_out = 0, False
+    elif split == "eval":
+        # Alternate the unseen language(s) with the training ones (on held-out sentences).
+        count, held_out = int(data_config.eval_clips), True
+        langs = tuple(x for pair in zip(eval_langs * len(train_langs), train_langs * len(eval_langs)) for x in pair)
+        speakers, first_speaker = int(data_config.get("eval_speakers", 8)), EVAL_SPEAKER_OFFSET
+    else:
+        raise ValueError(f"unknown split {split!r}: expected 'train' or 'eval'")
+    if not langs:
+        raise ValueError(f"data.langs={data_config.langs!r} / data.eval_langs={data_config.eval_langs!r}: no languages")
+    rng = np.random.default_rng([seed, PLAN_VERSION, 0 if split == "train" else 1])
+    plan = []
+    for i in range(count):
+        language = langs[i % len(langs)]
+        if language not in speech.SENTENCES:
+            raise ValueError(f"data.langs: no sentences for language {language!r} (known: {sorted(speech.SENTENCES)})")
+        sentences = [s for j, s in enumerate(speech.SENTENCES[language]) if (j % HELD_OUT_SENTENCE_EVERY == 0) == held_out]
+        plan.append({
+            "seed": int(rng.integers(2**31)),
+            "language": language,
+            "speaker": first_speaker + i % max(speakers, 1),
+            "text": sentences[int(rng.integers(len(sentences)))],
+        })
+    return plan
+
+
+def _languages(spec: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in str(spec).split(",") if x.strip())
+
+
+def cache_dir(data_config: ml_collections.ConfigDict) -> Path:
+    configured = data_config.get("cache_dir", "") or os.environ.get("T2V_CACHE", "")
+    return Path(configured or Path.home() / ".cache" / "t2v").expanduser()
+
+
+def synthetic_shards(data_config: ml_collections.ConfigDict, split: str, seed: int) -> list[str]:
+    """ArrayRecord shards of the synthetic split, generated once and cached.
+
+    The folder name is a hash of the plan, so a different plan never reads stale clips;
+    it is written under a temporary name and renamed, so concurrent runs never see half.
+    """
+    from t2v.data import synthetic
+
+    plan = synthetic_plan(data_config, split, seed)
+    key = hashlib.sha1(json.dumps({"plan": plan, "version": PLAN_VERSION}, sort_keys=True).encode()).hexdigest()[:16]
+    folder = cache_dir(data_config) / "synthetic" / f"{split}-{key}"
+    if not folder.is_dir():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        log.info("making %d synthetic %s clips into %s", len(plan), split, folder)
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+        size = int(data_config.get("size", 0)) or 224  # pixels the keypoints refer to; nothing is drawn
+        clips = (records.encode_clip(synthetic.make_clip(size=size, render=False, **kw).to_record()) for kw in plan)
+        records.write_shards(staging, clips, num_shards=1)
+        (staging / "plan.json").write_text(json.dumps(plan, indent=1))
+        try:
+            staging.rename(folder)
+        except OSError:  # another process finished first: use theirs
+            for f in staging.iterdir():
+                f.unlink()
+            staging.rmdir()
+    return sorted(str(p) for p in folder.glob(f"{records.SHARD_BASENAME}-*"))
+
+
+def record_shards(path: str, what: str) -> list[str]:
+    """The ArrayRecord files of a records folder (or a single file / shard prefix)."""
+    if not path:
+        raise ValueError(f"{what} is empty: the records source needs a folder of ArrayRecord shards")
+    p = Path(path)
+    if p.is_file():
+        return [str(p)]
+    found = sorted(str(f) for f in p.glob("*.array_record*")) if p.is_dir() else sorted(str(f) for f in p.parent.glob(p.name + "*"))
+    if not found:
+        raise FileNotFoundError(f"{path}: no ArrayRecord files ({what})")
+    return found
+
+
+def shard_paths(config: ml_collections.ConfigDict, split: str, seed: int) -> list[str]:
+    data = config.data
+    if data.source == "synthetic":
+        return synthetic_shards(data, split, seed)
+    if data.source == "records":
+        key = "path" if split == "train" else "eval_path"
+        return record_shards(data.get(key, ""), f"data.{key}")
+    raise ValueError(f"data.source={data.source!r}: expected 'synthetic' or 'records'")
+
+
+def record_source(paths: list[str]) -> grain.sources.ArrayRecordDataSource:
+    """A random-access source over ArrayRecord files; a file that is not one raises naming it."""
+    for path in paths:
+        try:
+            grain.sources.ArrayRecordDataSource([path])
+        except Exception as error:  # array_record raises RuntimeError/ValueError with long texts
+            raise ValueError(f"{path}: not a readable ArrayRecord file ({str(error).splitlines()[0][:200]})") from error
+    return grain.sources.ArrayRecordDataSource(paths)
+
+
+def load_clips(config: ml_collections.ConfigDict, split: str, seed: int | None = None) -> list[dict]:
+    """Every clip of `split`, prepared (`prepare_clip`), corrupt records skipped: for evaluation."""
+    seed = config.seed if seed is None else seed
+    maker = WindowMaker(int(config.data.window), cache_clips=0)
+    source = record_source(shard_paths(config, split, seed))
+    clips = [maker.decode(source[i], f"record {i} of {source}") for i in range(len(source))]
+    return [c for c in clips if c is not None]
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def window_batches(
+    config: ml_collections.ConfigDict, split: str, *, seed: int, process_index: int = 0, process_count: int = 1,
+    maker: WindowMaker | None = None,
+) -> Iterator[dict]:
+    """This process's batches of `split` (see the module docstring for the fields).
+
+    "train": infinite, reshuffled every epoch, random windows, checkpointable iterator.
+    "eval": finite and fixed (`data.eval_windows` windows per clip), the same every call.
+    The local batch is `train.batch_size // process_count`.
+    """
+    data = config.data
+    batch_size, remainder = divmod(int(config.train.batch_size), process_count)
+    if remainder:
+        raise ValueError(f"train.batch_size={config.train.batch_size} does not split over {process_count} processes")
+    maker = maker or WindowMaker(int(data.window), int(data.get("max_shift", 0)), bool(data.get("reference_frame", False)))
+    maker.source = record_source(shard_paths(config, split, seed))
+    indices = grain.MapDataset.range(len(maker.source))
+    if split == "train":
+        ds = indices.shuffle(seed=seed).repeat()[process_index::process_count].random_map(maker, seed=seed)
+        # Few threads: this machine may have 2 cores; workers (processes) scale further.
+        ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=int(data.get("threads", 1)),
+                                                  prefetch_buffer_size=2 * batch_size))
+        ds = ds.batch(batch_size, drop_remainder=True)
+        workers = int(data.get("workers", 0))
+        if workers > 0:
+            ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+        return iter(ds)
+    per_clip = int(data.get("eval_windows", 2))
+
+    def windows(index):
+        clip = maker.clip(index)
+        if clip is None:
+            return []
+        return [maker.example(clip, s) for s in eval_windows(clip, maker.window, maker.max_shift, per_clip)]
+
+    examples = [e for i in range(len(maker.source)) for e in windows(i)]
+    # Every process must see the same number of batches: drop the global remainder first.
+    examples = examples[: len(examples) // (batch_size * process_count) * batch_size * process_count]
+    ds = grain.MapDataset.source(examples)[process_index::process_count]
+    return iter(ds.batch(batch_size, drop_remainder=True).to_iter_dataset())
