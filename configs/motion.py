@@ -1,7 +1,7 @@
 """The motion model (`motion` task): audio encoder + PIV identity + sequential VAE + flow prior.
 
     t2v train --config configs/motion.py:tiny --workdir /tmp/motion   # minutes on 2 CPU cores
-    t2v evaluate --workdir /tmp/motion                                # metrics vs baselines
+    t2v eval --workdir /tmp/motion                                    # metrics vs baselines
 
 `model.sync_workdir` points at a trained `sync` workdir to add a frozen lip-sync loss
 (and to score `sync_offset_acc` in `t2v.evaluate`); empty skips it.

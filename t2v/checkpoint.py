@@ -13,6 +13,10 @@ The latest `keep` checkpoints are kept, plus the best one by `best_metric` even 
 falls out of the latest `keep`. `restore` takes an abstract target
 (`jax.ShapeDtypeStruct(shape, dtype, sharding=...)` leaves), so a checkpoint written on
 one mesh restores onto another. Nothing is pickled.
+
+Outside training (evaluation, generation, export, a frozen expert), a workdir is read with
+`read_config(workdir)` and `load_params(workdir)`: the (EMA) parameters of its latest
+checkpoint, on one device, whatever mesh wrote them.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from etils import epath
 import t2v
 from t2v import config as config_lib
 
-STATE, DATA, META = "state", "data", "meta"
+CHECKPOINTS, STATE, DATA, META = "checkpoints", "state", "data", "meta"
 
 
 # -- the input iterator's state: one JSON file per process ---------------------------------
@@ -100,7 +104,7 @@ class Checkpointer:
             raise ValueError(f"train.keep={keep}: keep at least one checkpoint")
         if best_mode not in ("min", "max"):
             raise ValueError(f"train.best_mode={best_mode!r}: expected 'min' or 'max'")
-        self.directory = Path(workdir).absolute() / "checkpoints"
+        self.directory = Path(workdir).absolute() / CHECKPOINTS
         self.best_metric = best_metric
         policy = ocp.checkpoint_managers.LatestN(n=keep)
         best_fn = None
@@ -209,3 +213,52 @@ def write_config(config: ml_collections.ConfigDict, workdir: str | Path) -> Path
 def abstract_like(tree: Any, shardings: Any) -> Any:
     """ShapeDtypeStructs of `tree`'s leaves (arrays or abstract) carrying `shardings`."""
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
+# -- reading a finished workdir ----------------------------------------------------------
+def read_config(workdir: str | Path) -> ml_collections.ConfigDict:
+    """The config a workdir was trained with (its config.json)."""
+    path = Path(workdir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (is {workdir} a t2v workdir?)")
+    return ml_collections.ConfigDict(json.loads(path.read_text())["config"])
+
+
+def saved_steps(workdir: str | Path) -> list[int]:
+    """The steps with a saved train state under `workdir/checkpoints`, ascending."""
+    root = Path(workdir).absolute() / CHECKPOINTS
+    return sorted(int(p.name) for p in root.glob("*") if p.name.isdigit() and (p / STATE).is_dir())
+
+
+def load_params(workdir: str | Path, step: int | None = None, ema: bool = True) -> Any:
+    """Parameters (the EMA ones by default) of the latest (or `step`) checkpoint in `workdir`,
+    as arrays on the first local device, whatever mesh they were saved from."""
+    root = Path(workdir).absolute() / CHECKPOINTS
+    steps = saved_steps(workdir)
+    if not steps:
+        raise FileNotFoundError(f"{root}: no checkpoints")
+    if step is None:
+        step = steps[-1]
+    elif step not in steps:
+        raise FileNotFoundError(f"{root}: no checkpoint for step {step} (have {steps})")
+    path = root / str(step) / STATE
+    checkpointer = ocp.StandardCheckpointer()
+    tree = checkpointer.metadata(path).item_metadata.tree
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
+    state = checkpointer.restore(path, target)
+    return state["ema_params" if ema else "params"]
+
+
+def checked_params(workdir: str | Path, params: Any, expected: Any) -> Any:
+    """`params` if their tree and shapes are `expected`'s (a tree of arrays or
+    ShapeDtypeStructs), else a one-line error: the checkpoint is not the config's model."""
+    got = {jax.tree_util.keystr(k): tuple(v.shape) for k, v in jax.tree_util.tree_leaves_with_path(params)}
+    want = {jax.tree_util.keystr(k): tuple(v.shape) for k, v in jax.tree_util.tree_leaves_with_path(expected)}
+    if got != want:
+        missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+        shapes = sorted(k for k in set(want) & set(got) if want[k] != got[k])
+        detail = (f"missing {missing[0]}" if missing else f"unexpected {extra[0]}" if extra
+                  else f"{shapes[0]} is {got[shapes[0]]}, config.json says {want[shapes[0]]}")
+        raise ValueError(f"{workdir}: the checkpoint does not match config.json's model ({detail})")
+    return params

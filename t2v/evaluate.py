@@ -40,72 +40,32 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from t2v import checkpoint
 from t2v import keypoints as kp
 from t2v.data import pipeline
+from t2v.tasks.motion import landmark_distance, pearson  # numpy here, jax in the task's eval step
 
 log = logging.getLogger(__name__)
 
 SAMPLES = 3  # prior samples per clip for pose_diversity
 LAG_SEARCH = 10  # frames either way for mouth_lag
 BUCKET_FRAMES = 32  # clip lengths are padded (with silence) to a multiple of this: fewer compilations
-MOUTH_INDEX = np.asarray(kp.MOUTH)
 NON_MOUTH_INDEX = np.asarray([i for i in range(kp.NUM_POINTS) if i not in kp.MOUTH])
 LOWER_LIP = np.asarray([55, 56, 57, 58, 59, 65, 66, 67])  # move down to open the mouth
 
 
-# --------------------------------------------------------------------------- checkpoints
-
-
-def read_config(workdir: str | Path) -> ml_collections.ConfigDict:
-    path = Path(workdir) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file (is {workdir} a t2v workdir?)")
-    return ml_collections.ConfigDict(json.loads(path.read_text())["config"])
-
-
-def load_params(workdir: str | Path, step: int | None = None, ema: bool = True) -> Any:
-    """Parameters (the EMA ones by default) of the latest (or `step`) checkpoint in `workdir`,
-    as arrays on the first local device, whatever mesh they were saved from."""
-    import orbax.checkpoint as ocp
-
-    root = Path(workdir).absolute() / "checkpoints"
-    steps = sorted(int(p.name) for p in root.glob("*") if p.name.isdigit() and (p / "state").is_dir())
-    if not steps:
-        raise FileNotFoundError(f"{root}: no checkpoints")
-    if step is None:
-        step = steps[-1]
-    elif step not in steps:
-        raise FileNotFoundError(f"{root}: no checkpoint for step {step} (have {steps})")
-    path = root / str(step) / "state"
-    checkpointer = ocp.StandardCheckpointer()
-    tree = checkpointer.metadata(path).item_metadata.tree
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
-    state = checkpointer.restore(path, target)
-    return state["ema_params" if ema else "params"]
+# Moved to t2v.checkpoint; kept here until t2v.generate imports them from there.
+read_config = checkpoint.read_config
+load_params = checkpoint.load_params
 
 
 # --------------------------------------------------------------------------- metric functions
-
-
-def pearson(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Pearson r along `axis`; 0 where either side is constant (a still mouth predicts nothing)."""
-    x = x - x.mean(axis=axis, keepdims=True)
-    y = y - y.mean(axis=axis, keepdims=True)
-    denominator = np.sqrt((x**2).sum(axis=axis) * (y**2).sum(axis=axis))
-    return np.where(denominator > 1e-12, (x * y).sum(axis=axis) / np.maximum(denominator, 1e-12), 0.0)
-
-
-def landmark_distance(prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """`[..., 68, 2]` x2 -> `[..., 68]` Euclidean distance per point."""
-    return np.sqrt(((prediction - target) ** 2).sum(-1))
 
 
 def best_lag(generated: np.ndarray, target: np.ndarray, search: int = LAG_SEARCH) -> int:
@@ -203,10 +163,10 @@ def evaluate(workdir: str | Path, config: ml_collections.ConfigDict | None = Non
     from t2v.tasks import get_task
 
     workdir = Path(workdir)
-    config = read_config(workdir) if config is None else config
+    config = checkpoint.read_config(workdir) if config is None else config
     task = get_task(config)
-    params = load_params(workdir)
-    step = max(int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit())
+    params = checkpoint.load_params(workdir)
+    step = checkpoint.saved_steps(workdir)[-1]
     clips = pipeline.load_clips(config, "eval")[:max_clips]
     if not clips:
         raise ValueError(f"{workdir}: the eval split has no readable clips")

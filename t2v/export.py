@@ -64,6 +64,7 @@ from jax import export as jax_export
 from jax.extend import core as jex_core
 
 import t2v
+from t2v import checkpoint
 from t2v import keypoints as kp
 
 log = logging.getLogger(__name__)
@@ -96,30 +97,13 @@ class ServingFunction:
     output_names: tuple[str, ...]
 
 
-def _prior_from_noise(prior, noise, audio_feats, hidden, latent):
-    """`FlowPrior.sample` with the noise given: z `[b, t, Z]` and the prior's next state.
-
-    `prior` is the bound `FlowPrior`; the step is the one `FlowPrior.sample` scans.
-    """
-
-    def step(module, state, inputs):
-        hidden, latent_prev = state
-        audio_t, noise_t = inputs
-        hidden, cond = module._advance(hidden, latent_prev, audio_t)
-        latent = module.flow.inverse(noise_t, cond)
-        return (hidden, latent), latent
-
-    scan = nn.scan(step, variable_broadcast="params", split_rngs={"params": False}, in_axes=1, out_axes=1)
-    (hidden, latent), z = scan(prior, (hidden, latent), (audio_feats, noise))
-    return z, hidden, latent
-
-
 def _motion_chunk(model, mel, reference, noise, temperature, first_frame, hidden, latent):
     """Inside `MotionModel.apply`: frames [first_frame, first_frame + t) of the mel window."""
     feats = model.encode_audio(mel)
     feats = jax.lax.dynamic_slice_in_dim(feats, first_frame, noise.shape[1], axis=1)
-    z, hidden, latent = _prior_from_noise(model.prior, noise * temperature, feats, hidden, latent)
-    return model.decode(z, feats, reference)["keypoints"], hidden, latent
+    carry = {"hidden": hidden, "latent": latent, "frame": 0}  # the counter only seeds `sample`'s noise
+    z, carry = model.prior.sample_from_noise(noise * temperature, feats, carry)
+    return model.decode(z, feats, reference)["keypoints"], carry["hidden"], carry["latent"]
 
 
 def motion_serving(model, params: Any) -> list[ServingFunction]:
@@ -755,16 +739,14 @@ def to_onnx(function: ServingFunction):
 
 def task_workdirs(checkpoint_dir: str | Path) -> dict[str, Path]:
     """{task: workdir} of a one-task workdir, or of a demo workdir's task subfolders."""
-    from t2v import evaluate
-
     root = Path(checkpoint_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such directory")
     if (root / "checkpoints").is_dir():  # one task's workdir
-        return {evaluate.read_config(root).task: root}
+        return {checkpoint.read_config(root).task: root}
     found = {}
     for sub in sorted(p for p in root.iterdir() if (p / "config.json").is_file()):
-        task = evaluate.read_config(sub).get("task", "")
+        task = checkpoint.read_config(sub).get("task", "")
         if task:
             found[task] = sub
     if not found:
@@ -774,16 +756,8 @@ def task_workdirs(checkpoint_dir: str | Path) -> dict[str, Path]:
 
 
 def _checked_params(workdir: Path, params: Any, expected: Any) -> Any:
-    """`params` if their tree and shapes equal `expected`'s, else a one-line error."""
-    got = {jax.tree_util.keystr(k): tuple(v.shape) for k, v in jax.tree_util.tree_leaves_with_path(params)}
-    want = {jax.tree_util.keystr(k): tuple(v.shape) for k, v in jax.tree_util.tree_leaves_with_path(expected)}
-    if got != want:
-        missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
-        shapes = sorted(k for k in set(want) & set(got) if want[k] != got[k])
-        detail = (f"missing {missing[0]}" if missing else f"unexpected {extra[0]}" if extra
-                  else f"{shapes[0]} is {got[shapes[0]]}, config.json says {want[shapes[0]]}")
-        raise ValueError(f"{workdir}: the checkpoint does not match config.json's model ({detail})")
-    return jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), params)
+    """`params` in float32 if they are `expected`'s tree and shapes, else a one-line error."""
+    return jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), checkpoint.checked_params(workdir, params, expected))
 
 
 def serving_functions(config: ml_collections.ConfigDict, params: Any,
@@ -847,8 +821,6 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, *, onnx: bool = True
     workdirs; the latest checkpoint's EMA parameters are used. Tasks with nothing to serve
     (e.g. `sync`, a training-only loss) are listed under "skipped" in a demo workdir.
     """
-    from t2v import evaluate
-
     workdirs = task_workdirs(checkpoint_dir)
     single = len(workdirs) == 1 and Path(checkpoint_dir) in workdirs.values()
     manifest: dict[str, Any] = {"t2v_version": t2v.__version__, "jax_version": jax.__version__,
@@ -860,8 +832,8 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, *, onnx: bool = True
                                  f"(exportable: {', '.join(EXPORTABLE_TASKS)})")
             manifest["skipped"][task] = "nothing to serve"
             continue
-        config = evaluate.read_config(workdir)
-        functions = serving_functions(config, evaluate.load_params(workdir), workdir)
+        config = checkpoint.read_config(workdir)
+        functions = serving_functions(config, checkpoint.load_params(workdir), workdir)
         log.info("exporting %s from %s", task, workdir)
         entry = {"workdir": str(workdir.absolute()), "config": config.to_dict(),
                  "functions": export_functions(functions, Path(out_dir) / task, onnx)}

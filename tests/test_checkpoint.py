@@ -80,3 +80,31 @@ def test_config_json_sits_beside_the_checkpoints(tmp_path):
     record = json.loads(path.read_text())
     assert path == tmp_path / "config.json"
     assert record["config"]["task"] == "toy" and "t2v_version" in record
+
+
+def test_a_finished_workdir_gives_its_config_and_latest_ema_params_on_one_device(tmp_path):
+    config, state, _ = sharded_state(parallel.make_mesh({"fsdp": 8, "data": 1}))
+    checkpoint_lib.write_config(config, tmp_path)
+    checkpointer = checkpoint_lib.Checkpointer(tmp_path, keep=2)
+    scaled = jax.tree.map(lambda x: 2 * x, state["params"])
+    for step in (3, 5):
+        checkpointer.save(step, {"params": state["params"], "ema_params": scaled, "step": state["step"]}, {}, config)
+    checkpointer.wait_until_finished()
+
+    assert checkpoint_lib.read_config(tmp_path).task == "toy"
+    assert checkpoint_lib.saved_steps(tmp_path) == [3, 5]
+    ema, raw = checkpoint_lib.load_params(tmp_path), checkpoint_lib.load_params(tmp_path, step=3, ema=False)
+    for got_ema, got_raw, want in zip(jax.tree.leaves(ema), jax.tree.leaves(raw), jax.tree.leaves(state["params"])):
+        np.testing.assert_array_equal(np.asarray(got_ema), 2 * np.asarray(want))
+        np.testing.assert_array_equal(np.asarray(got_raw), np.asarray(want))
+        assert len(got_ema.sharding.device_set) == 1
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint for step 4 \(have \[3, 5\]\)"):
+        checkpoint_lib.load_params(tmp_path, step=4)
+
+
+def test_a_workdir_without_config_or_checkpoints_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json: no such file"):
+        checkpoint_lib.read_config(tmp_path / "nothing")
+    (tmp_path / "checkpoints").mkdir()
+    with pytest.raises(FileNotFoundError, match="checkpoints: no checkpoints"):
+        checkpoint_lib.load_params(tmp_path)

@@ -82,6 +82,3 @@ def test_pose_diversity_and_pose_follow():
 def test_missing_workdir_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         evaluate.evaluate(tmp_path / "nothing")
-    (tmp_path / "checkpoints").mkdir()
-    with pytest.raises(FileNotFoundError, match="no checkpoints"):
-        evaluate.load_params(tmp_path)

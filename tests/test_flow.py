@@ -83,6 +83,25 @@ def test_sample_is_the_inverse_of_to_noise(prior):
     np.testing.assert_allclose(noise, expected, atol=1e-5)
 
 
+def test_sample_from_noise_inverts_to_noise_from_any_carry(prior):
+    """The deterministic direction serving uses: given noise (and a carry mid-sequence),
+    the latents whose teacher-forced to_noise is that noise; `sample` is it at temperature 0.5."""
+    module, variables, audio = prior
+    _, carry = module.apply(variables, jax.random.key(10), audio[:, :4], 1.0, method="sample")
+    noise = jax.random.normal(jax.random.key(11), (BATCH, FRAMES - 4, LATENT))
+    z, after = module.apply(variables, noise, audio[:, 4:], carry, method="sample_from_noise")
+    back, _, to_noise_after = module.apply(variables, z, audio[:, 4:], carry, method="to_noise")
+    np.testing.assert_allclose(back, noise, atol=1e-5)
+    assert int(after["frame"]) == FRAMES
+    jax.tree.map(functools.partial(np.testing.assert_allclose, atol=1e-5), after, to_noise_after)
+
+    rng = jax.random.key(12)
+    sampled, _ = module.apply(variables, rng, audio, 0.5, method="sample")
+    drawn = jnp.stack([jax.random.normal(jax.random.fold_in(rng, t), (BATCH, LATENT)) for t in range(FRAMES)], 1)
+    from_noise, _ = module.apply(variables, 0.5 * drawn, audio, method="sample_from_noise")
+    np.testing.assert_allclose(sampled, from_noise, atol=1e-6)
+
+
 def test_chunked_sampling_equals_one_pass(prior):
     module, variables, audio = prior
     sample = jax.jit(functools.partial(module.apply, method="sample"))

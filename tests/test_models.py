@@ -262,6 +262,30 @@ def test_every_parameter_has_logical_axes(name):
         assert len(named) == len(set(named)), f"axis named twice in {spec}"
 
 
+@pytest.mark.parametrize("mesh_shape", [(1, 8, 1), (2, 2, 2)], ids=["fsdp8", "data2-fsdp2-tensor2"])
+def test_motion_model_inits_and_applies_under_a_global_mesh(mesh_shape):
+    """As in t2v.train: the mesh and the base rules are set while the model is traced, so
+    every logical sharding constraint must meet its parameter at its real rank (tracing is
+    where a mismatch fails; compiling the model would only add time)."""
+    model = build_motion_model(**TINY)
+    mel, reference, keypoints = inputs(8)
+    mesh = jax.make_mesh(mesh_shape, ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3)
+    rules = [tuple(rule) for rule in get_config().sharding_rules]
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        variables = jax.eval_shape(model.init, {"params": jax.random.key(0), "latent": jax.random.key(1)},
+                                   mel, reference, keypoints)
+        out = jax.eval_shape(functools.partial(model.apply, rngs={"latent": jax.random.key(2)}),
+                             variables, mel, reference, keypoints)
+        generated, _ = jax.eval_shape(functools.partial(model.apply, method=MotionModel.generate),
+                                      variables, jax.random.key(3), mel, reference)
+    assert out["keypoints"].shape == generated["keypoints"].shape == (BATCH, 8, 68, 2)
+    # The attention kernels are made at their real rank, with one logical axis per dim.
+    query = variables["params"]["audio_encoder"]["block_0_attention"]["query"]["kernel"]
+    features, heads = TINY["audio"]["features"], TINY["audio"]["num_heads"]
+    assert query.value.shape == (features, heads, features // heads)
+    assert query.names == ("embed", "heads", "kv")
+
+
 def test_base_rules_shard_the_parameters_on_an_fsdp_tensor_mesh():
     """With the base config's rules on a 2x2x2 mesh, every sharded dim divides evenly."""
     module = build_motion_model(audio=dict(features=64, num_heads=4), identity=dict(features=64),

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from t2v import config as config_lib
-from t2v import evaluate, train
+from t2v import evaluate, train, video
 from t2v.data import pipeline
 from t2v.generate import KeypointGenerator
-from t2v.models.motion_vae import MotionModel, generate_chunked
+from t2v.models.motion_vae import MotionModel
 from t2v.tasks import get_task
 from t2v.tasks import motion
 
@@ -68,6 +68,13 @@ def test_trains_through_the_generic_loop(tmp_path, cache_dir):
     assert names <= metrics.keys()
     assert names <= metrics["baselines"]["static"].keys() and names <= metrics["baselines"]["energy"].keys()
     assert metrics["num_clips"] == 2 and metrics["sync_expert"] is None
+    # The eval step wrote sample videos: generated | true keypoints, with the clip's speech.
+    for i, clip in enumerate(pipeline.load_clips(micro_config(cache_dir), "eval", limit=2)):
+        sample = video.read_video(tmp_path / "run" / "samples" / "step_3" / f"motion_sample_{i}.mp4")
+        frames = min(len(clip["keypoints"]), motion.SAMPLE_FRAMES)
+        assert sample.frames.shape == (frames, motion.SAMPLE_CANVAS, 2 * motion.SAMPLE_CANVAS, 3)
+        assert sample.frames[:, :, motion.SAMPLE_CANVAS:].max() > 200  # the true face, drawn in white
+        assert np.sqrt(np.mean(sample.audio**2)) > 0.01
     # The workdir's EMA parameters load for generation.
     generator = KeypointGenerator.from_workdir(tmp_path / "run", chunk_frames=16)
     clip = pipeline.load_clips(micro_config(cache_dir), "eval")[0]
@@ -95,8 +102,6 @@ def test_any_length_generation_is_chunked_exactly_in_bounded_memory(cache_dir):
                                                      method=MotionModel.generate))(short)
     chunked = task.generate_audio_driven(params, rng, short, reference, 1.0, chunk_frames=256)
     np.testing.assert_allclose(chunked["keypoints"], np.asarray(one_pass["keypoints"]), atol=2e-4)
-    np.testing.assert_allclose(generate_chunked(task.model, variables, rng, short, reference, chunk_frames=256)["z"],
-                               chunked["z"], atol=1e-5)
 
     # Two minutes of speech, chunk by chunk.
     long = task.generate_audio_driven(params, rng, mel, reference, 1.0, chunk_frames=256)

@@ -1,5 +1,6 @@
 """The sync task: shifted audio windows, offset metrics, training through the generic loop."""
 
+import json
 import os
 import subprocess
 import sys
@@ -8,6 +9,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 
 from t2v import config as config_lib
 from t2v import evaluate, train
@@ -69,6 +71,14 @@ def test_trains_through_the_generic_loop_and_loads_frozen(tmp_path):
     for name in ("train/loss", "train/in_batch_acc", "eval/sync_offset_acc", "eval/sync_auc"):
         assert np.isfinite(result[name]), name
     assert 0.0 <= result["eval/sync_offset_acc"] <= 1.0
+    # The eval step wrote the offset-score curves of two held-out windows.
+    samples = tmp_path / "run" / "samples" / "step_3"
+    report = json.loads((samples / "sync_offsets.json").read_text())
+    assert report["offsets"] == list(range(-6, 7)) and len(report["windows"]) == 2
+    for window in report["windows"]:
+        assert len(window["scores"]) == 13 and max(map(abs, window["scores"])) <= 1.0 + 1e-4
+        assert window["best_offset"] == report["offsets"][int(np.argmax(window["scores"]))]
+    assert np.asarray(Image.open(samples / "sync_offsets.png")).shape == (2 * 80, 13 * 8, 3)
 
     expert = sync.load_expert(tmp_path / "run")
     batch = next(pipeline.window_batches(config, "eval", seed=0))

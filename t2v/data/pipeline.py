@@ -1,13 +1,14 @@
-"""The online input pipeline of the sync and motion tasks: clips -> windows -> batches (Grain).
+"""The online input pipeline: clips -> examples -> batches (Grain).
 
     batches = window_batches(config, "train", seed=0, process_index=0, process_count=1)
     batch = next(batches)                  # dict of numpy arrays, leading axis = local batch
     state = batches.get_state()            # JSON-able; set_state(state) resumes exactly there
 
 Sources (`config.data.source`):
-  * "synthetic": clips made by `t2v.data.synthetic.make_clip(render=False)` for a fixed
-    plan of seeds, speakers, languages and sentences (`synthetic_plan`), written once as
-    ArrayRecord shards under a cache folder keyed by the plan, then read like records;
+  * "synthetic": clips made by `t2v.data.synthetic.make_clip` for a fixed plan of seeds,
+    speakers, languages and sentences (`synthetic_plan`), written once as ArrayRecord
+    shards under a cache folder keyed by the plan (and, with pixels, by the frame size
+    and texture), then read like records (`synthetic_shards`);
   * "records": ArrayRecord shards (`t2v synth --format records`, data preparation):
     `config.data.path` for "train", `config.data.eval_path` for "eval".
 
@@ -16,7 +17,9 @@ with training speakers and the training sentences; "eval" uses speakers never tr
 on, sentences never trained on (every `HELD_OUT_SENTENCE_EVERY`-th of each language) and
 alternates between the unseen `data.eval_langs` and the training languages.
 
-A training example is a window of T = `config.data.window` video frames:
+Two example makers turn a record into training examples.
+
+Windows (`WindowMaker`, the sync and motion tasks): T = `config.data.window` video frames.
 
 | field          | shape                     | what                                                          |
 | -------------- | ------------------------- | ------------------------------------------------------------- |
@@ -28,11 +31,22 @@ A training example is a window of T = `config.data.window` video frames:
 | `mouth`        | `[T, 20, 2]` float32      | pose-free mouth (MOUTH points) minus the reference's mouth     |
 | `reference_image` | `[H, W, 3]` uint8      | only with `data.reference_frame`: a random frame of the clip   |
 
-The dataset is deterministic for a seed, sharded per process (`[process_index::process_count]`
+Frame pairs (`PairMaker`, the render task): two frames of one clip, S = `data.size`.
+
+| field                 | shape             | what                                                 |
+| --------------------- | ----------------- | ---------------------------------------------------- |
+| `reference_image`     | `[S, S, 3]` uint8 | a frame of the clip                                  |
+| `reference_keypoints` | `[68, 2]` float32 | its keypoints, image coordinates scaled to [-1, 1]   |
+| `target_keypoints`    | `[68, 2]` float32 | another frame's keypoints                            |
+| `target_image`        | `[S, S, 3]` uint8 | that frame: what the renderer must produce           |
+| `mouth_box`           | `[4]` float32     | x0, y0, x1, y1 of the target's mouth region, [-1, 1] |
+
+The window dataset is deterministic for a seed, sharded per process (`[process_index::process_count]`
 on the clip order), optionally decoded in worker processes (`data.workers > 0`; each
 worker batches its own slice, so the batches depend on the worker count, still
-deterministically), and its iterator state is checkpointable, with or without workers. A record that cannot be decoded is skipped and counted
-(`WindowMaker.skipped`), never fatal.
+deterministically), and its iterator state is checkpointable, with or without workers.
+A record that cannot be decoded is skipped and counted (`WindowMaker.skipped`,
+`PairMaker.skipped`), never fatal.
 """
 
 from __future__ import annotations
@@ -52,6 +66,8 @@ import grain
 import ml_collections
 import numpy as np
 
+from PIL import Image
+
 from t2v import audio, keypoints
 from t2v.data import records
 
@@ -60,19 +76,22 @@ log = logging.getLogger(__name__)
 HELD_OUT_SENTENCE_EVERY = 4  # sentence i of a language is held out for eval when i % 4 == 0
 EVAL_SPEAKER_OFFSET = 100_000  # eval speaker ids start here: never a training speaker
 PLAN_VERSION = 1  # bump when the plan or the generator's meaning changes: new cache key
+PIXEL_CACHE_VERSION = 1  # bump when the rendered pixels change meaning: new cache key
 SILENCE_LOG_MEL = float(np.log(audio.LOG_FLOOR))
 
 
 # --------------------------------------------------------------------------- clip features
 
 
-def prepare_clip(clip: dict) -> dict:
+def prepare_clip(clip: dict, keep_audio: bool = False) -> dict:
     """A decoded clip (records.decode_clip or synthetic) -> whole-clip training features.
 
     Returns `mel [4T, 80]`, `keypoints [T, 68, 2]` and `reference [68, 2]` in the
     reference's face frame, `pose [T, 4]`, `mouth [T, 20, 2]`, `energy [T]` (frame RMS),
-    plus `clip_id`, `speaker`, `language` when the clip has them. The reference is the
-    clip's `neutral_keypoints`, or the median of its frames when it has none.
+    plus `clip_id`, `speaker`, `language` when the clip has them, and with `keep_audio`
+    the waveform `audio [samples]` and its `sample_rate` (for sample videos; training
+    needs only the mel). The reference is the clip's `neutral_keypoints`, or the median
+    of its frames when it has none.
     """
     points_px = np.asarray(clip["keypoints"], np.float32)
     neutral_px = clip.get("neutral_keypoints")
@@ -94,6 +113,8 @@ def prepare_clip(clip: dict) -> dict:
     for name in ("clip_id", "speaker", "language", "transcript", "frames"):
         if clip.get(name) is not None:
             prepared[name] = clip[name]
+    if keep_audio:
+        prepared.update(audio=wave, sample_rate=rate)
     return prepared
 
 
@@ -149,10 +170,10 @@ class WindowMaker:
     def __setstate__(self, state):
         self.__dict__.update(state, _lock=threading.Lock(), _cache=collections.OrderedDict())
 
-    def decode(self, record: bytes, where: str) -> dict | None:
+    def decode(self, record: bytes, where: str, keep_audio: bool = False) -> dict | None:
         """The prepared clip of `record`, or None (counted in `skipped`) if it is corrupt."""
         try:
-            return prepare_clip(records.decode_clip(record, decode_frames=self.reference_frame))
+            return prepare_clip(records.decode_clip(record, decode_frames=self.reference_frame), keep_audio)
         except (records.RecordError, ValueError) as error:
             with self._lock:
                 self.skipped += 1
@@ -222,6 +243,86 @@ def eval_windows(clip: dict, window: int, max_shift: int, per_clip: int) -> list
     return starts[:per_clip] or [0]
 
 
+# --------------------------------------------------------------------------- frame pairs
+
+
+def image_keypoints(points_px: np.ndarray, size: int) -> np.ndarray:
+    """Pixel keypoints of a `size x size` frame -> [-1, 1] image coordinates (the renderer's)."""
+    return (2.0 * np.asarray(points_px, np.float32) / size - 1.0).astype(np.float32)
+
+
+def mouth_box(points: np.ndarray, margin: float) -> np.ndarray:
+    """`[68, 2]` keypoints -> `[4]` box (x0, y0, x1, y1) around the mouth, grown by `margin`
+    of its size on every side."""
+    mouth = points[np.asarray(keypoints.MOUTH)]
+    low, high = mouth.min(axis=0), mouth.max(axis=0)
+    pad = margin * (high - low)
+    return np.concatenate([low - pad, high + pad]).astype(np.float32)
+
+
+class PairMaker:
+    """(record index, record bytes) + a numpy Generator -> one frame-pair example at `size`
+    pixels (fields in the module doc), or None for an unusable record.
+
+    Frames stay JPEG bytes until a pair reads them; `pair(clip, reference, target)`
+    makes the pair of given frames (eval pairs).
+    """
+
+    def __init__(self, size: int, mouth_margin: float):
+        self.size = size
+        self.mouth_margin = mouth_margin
+        self.skipped = 0
+
+    def decode(self, record: bytes, where: str) -> dict | None:
+        """The clip with its frames still JPEG bytes, or None (counted) if it is unusable."""
+        try:
+            clip = records.decode_clip(record, decode_frames=False)
+        except records.RecordError as error:
+            self.skipped += 1
+            log.warning("skipping %s: %s", where, error)
+            return None
+        if not clip.get("frames") or len(clip["frames"]) != len(clip["keypoints"]):
+            self.skipped += 1
+            log.warning("skipping %s (clip %s): no frames, or not one per keypoint frame", where, clip.get("clip_id"))
+            return None
+        return clip
+
+    def frame(self, clip: dict, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Frame `index` resized to `size`: uint8 `[S, S, 3]` and keypoints `[68, 2]` in [-1, 1]."""
+        image = records.decode_jpegs([clip["frames"][index]])[0]
+        height, width = image.shape[:2]
+        if height != width:
+            raise ValueError(f"clip {clip.get('clip_id', '?')}: frames are {width}x{height}; the renderer needs square crops")
+        if height != self.size:
+            image = np.asarray(Image.fromarray(image).resize((self.size, self.size), Image.BILINEAR))
+        return image, image_keypoints(clip["keypoints"][index], height)
+
+    def pair(self, clip: dict, reference_index: int, target_index: int) -> dict:
+        reference_image, reference_keypoints = self.frame(clip, reference_index)
+        target_image, target_keypoints = self.frame(clip, target_index)
+        return {
+            "reference_image": reference_image,
+            "reference_keypoints": reference_keypoints,
+            "target_keypoints": target_keypoints,
+            "target_image": target_image,
+            "mouth_box": mouth_box(target_keypoints, self.mouth_margin),
+        }
+
+    def __call__(self, indexed_record: tuple[int, bytes], rng: np.random.Generator) -> dict | None:
+        index, record = indexed_record
+        clip = self.decode(record, f"record {index}")
+        if clip is None:
+            return None  # Grain drops it
+        reference_index, target_index = rng.integers(len(clip["frames"]), size=2)
+        return self.pair(clip, int(reference_index), int(target_index))
+
+
+def eval_pair_indices(num_frames: int, pairs: int) -> list[tuple[int, int]]:
+    """Fixed eval pairs of a clip: frame 0 as the reference, `pairs` targets spread over the rest."""
+    targets = np.linspace(0, num_frames - 1, pairs + 1)[1:].round().astype(int)
+    return [(0, int(t)) for t in targets]
+
+
 # --------------------------------------------------------------------------- sources
 
 
@@ -271,25 +372,40 @@ def cache_dir(data_config: ml_collections.ConfigDict) -> Path:
     return Path(configured or Path.home() / ".cache" / "t2v").expanduser()
 
 
-def synthetic_shards(data_config: ml_collections.ConfigDict, split: str, seed: int) -> list[str]:
+def synthetic_shards(data_config: ml_collections.ConfigDict, split: str, seed: int, *,
+                     render: bool = False) -> list[str]:
     """ArrayRecord shards of the synthetic split, generated once and cached.
 
-    The folder name is a hash of the plan, so a different plan never reads stale clips;
-    it is written under a temporary name and renamed, so concurrent runs never see half.
+    Keypoints and audio only, or with `render` the frames too, at `data.size` pixels,
+    painted or warped from the photo `data.texture` ("astronaut": scikit-image's).
+    The folder name is a hash of the plan (and of the size and texture), so a different
+    plan never reads stale clips; it is written under a temporary name and renamed, so
+    concurrent runs never see half.
     """
     from t2v.data import synthetic
 
     plan = synthetic_plan(data_config, split, seed)
-    key = hashlib.sha1(json.dumps({"plan": plan, "version": PLAN_VERSION}, sort_keys=True).encode()).hexdigest()[:16]
-    folder = cache_dir(data_config) / "synthetic" / f"{split}-{key}"
+    if render:
+        size, texture_name = int(data_config.size), str(data_config.get("texture", ""))
+        key_fields = {"plan": plan, "version": [PLAN_VERSION, PIXEL_CACHE_VERSION], "size": size,
+                      "texture": texture_name}
+        prefix = f"{split}-pixels{size}"
+    else:
+        size, texture_name = int(data_config.get("size", 0)) or 224, ""  # pixels the keypoints refer to
+        key_fields = {"plan": plan, "version": PLAN_VERSION}
+        prefix = split
+    key = hashlib.sha1(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:16]
+    folder = cache_dir(data_config) / "synthetic" / f"{prefix}-{key}"
     if not folder.is_dir():
         folder.parent.mkdir(parents=True, exist_ok=True)
-        log.info("making %d synthetic %s clips into %s", len(plan), split, folder)
+        texture = synthetic.load_texture(texture_name)
+        log.info("making %d synthetic %s clips%s into %s", len(plan), split,
+                 f" with {size} px frames" if render else "", folder)
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-        size = int(data_config.get("size", 0)) or 224  # pixels the keypoints refer to; nothing is drawn
-        clips = (records.encode_clip(synthetic.make_clip(size=size, render=False, **kw).to_record()) for kw in plan)
+        clips = (records.encode_clip(synthetic.make_clip(size=size, texture=texture, render=render, **kw).to_record())
+                 for kw in plan)
         records.write_shards(staging, clips, num_shards=1)
-        (staging / "plan.json").write_text(json.dumps(plan, indent=1))
+        (staging / "plan.json").write_text(json.dumps(key_fields, indent=1))
         try:
             staging.rename(folder)
         except OSError:  # another process finished first: use theirs
@@ -312,10 +428,12 @@ def record_shards(path: str, what: str) -> list[str]:
     return found
 
 
-def shard_paths(config: ml_collections.ConfigDict, split: str, seed: int) -> list[str]:
+def shard_paths(config: ml_collections.ConfigDict, split: str, seed: int, *, render: bool = False) -> list[str]:
+    """The ArrayRecord files of `split`; `render`: synthetic clips with frames (records have
+    frames or not, as they were written)."""
     data = config.data
     if data.source == "synthetic":
-        return synthetic_shards(data, split, seed)
+        return synthetic_shards(data, split, seed, render=render)
     if data.source == "records":
         key = "path" if split == "train" else "eval_path"
         return record_shards(data.get(key, ""), f"data.{key}")
@@ -332,13 +450,23 @@ def record_source(paths: list[str]) -> grain.sources.ArrayRecordDataSource:
     return grain.sources.ArrayRecordDataSource(paths)
 
 
-def load_clips(config: ml_collections.ConfigDict, split: str, seed: int | None = None) -> list[dict]:
-    """Every clip of `split`, prepared (`prepare_clip`), corrupt records skipped: for evaluation."""
+def load_clips(config: ml_collections.ConfigDict, split: str, seed: int | None = None, *,
+               limit: int | None = None, keep_audio: bool = False) -> list[dict]:
+    """The clips of `split`, prepared (`prepare_clip`), corrupt records skipped: for evaluation.
+
+    Every clip, or the first `limit` readable ones; `keep_audio` keeps each clip's waveform.
+    """
     seed = config.seed if seed is None else seed
     maker = WindowMaker(int(config.data.window), cache_clips=0)
     source = record_source(shard_paths(config, split, seed))
-    clips = [maker.decode(source[i], f"record {i} of {source}") for i in range(len(source))]
-    return [c for c in clips if c is not None]
+    clips = []
+    for i in range(len(source)):
+        if limit is not None and len(clips) >= limit:
+            break
+        clip = maker.decode(source[i], f"record {i} of {source}", keep_audio)
+        if clip is not None:
+            clips.append(clip)
+    return clips
 
 
 # --------------------------------------------------------------------------- datasets

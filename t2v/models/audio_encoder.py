@@ -18,6 +18,7 @@ recurrence with an explicit carry, so the whole generator streams with bounded m
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -26,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from t2v.models.layers import Dtype, FeedForward, conv1d, default_kernel_init, layer_norm
+from t2v.models.layers import Dtype, FeedForward, MultiAxisDense, conv1d, layer_norm
 
 MELS_PER_FRAME = 4  # 16 kHz, 10 ms hop, 25 fps
 _STEM_KERNEL = 4
@@ -49,13 +50,11 @@ class LocalSelfAttention(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        batch, length, width = x.shape
+        length, width = x.shape[1:]
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
 
         def project(name):
-            return nn.DenseGeneral(
-                (self.num_heads, self.head_dim), use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
-                kernel_init=nn.with_logical_partitioning(default_kernel_init, ("embed", "heads", "kv")),
-                name=name)(x)
+            return MultiAxisDense((self.num_heads, self.head_dim), ("embed", "heads", "kv"), name=name, **kw)(x)
 
         query, key, value = project("query"), project("key"), project("value")
         logits = jnp.einsum("bqhd,bkhd->bhqk", query, key).astype(jnp.float32) / math.sqrt(self.head_dim)
@@ -73,11 +72,8 @@ class LocalSelfAttention(nn.Module):
         weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
 
         attended = jnp.einsum("bhqk,bkhd->bqhd", weights, value)
-        return nn.DenseGeneral(
-            width, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype,
-            kernel_init=nn.with_logical_partitioning(default_kernel_init, ("heads", "kv", "embed")),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed",)),
-            name="out")(attended)
+        return MultiAxisDense((width,), ("heads", "kv", "embed"), in_dims=2, use_bias=True, name="out",
+                              **kw)(attended)
 
 
 class AudioEncoder(nn.Module):
@@ -182,9 +178,13 @@ def encode_in_chunks(encoder: AudioEncoder, variables: Any, mel, chunk_frames: i
     size, so T can be arbitrarily long; only the few distinct chunk shapes get compiled.
     """
     check_mel_frames(mel, "encode_in_chunks")
-    apply = jax.jit(encoder.apply)
     parts = []
     for c in chunk_spans(mel.shape[1] // MELS_PER_FRAME, chunk_frames, encoder.context_frames()):
-        feats = apply(variables, mel[:, MELS_PER_FRAME * c.lo:MELS_PER_FRAME * c.hi])
+        feats = _encode(encoder, variables, mel[:, MELS_PER_FRAME * c.lo:MELS_PER_FRAME * c.hi])
         parts.append(np.asarray(feats[:, c.start - c.lo:c.stop - c.lo]))
     return np.concatenate(parts, axis=1)
+
+
+@functools.partial(jax.jit, static_argnums=0)  # compiled once per encoder and chunk shape
+def _encode(encoder: AudioEncoder, variables, mel):
+    return encoder.apply(variables, mel)

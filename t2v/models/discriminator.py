@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from t2v.models.renderer import activation, conv2d, downsample
+from t2v.models.layers import conv2d, downsample, leaky_relu
 
 
 class PatchDiscriminator(nn.Module):
@@ -33,7 +33,7 @@ class PatchDiscriminator(nn.Module):
         for i, width in enumerate(self.widths):
             axis_out = "embed" if i % 2 == 0 else "mlp"
             stride = 2 if i < len(self.widths) - 1 else 1
-            x = activation(conv2d(width, 4, (axis_in, axis_out), stride=stride, dtype=self.dtype, name=f"conv_{i}")(x))
+            x = leaky_relu(conv2d(width, 4, (axis_in, axis_out), stride=stride, dtype=self.dtype, name=f"conv_{i}")(x))
             features.append(x)
             axis_in = axis_out
         logits = conv2d(1, 3, (axis_in, "channels"), dtype=self.dtype, name="logits")(x)

@@ -11,10 +11,11 @@ latent to standard-normal noise given `c_t = [h_t, a_t]`:
 
 so the log-likelihood is exact. `forward` is the normalising direction (latent -> noise).
 
-Streaming: `sample` and `frame_log_prob` take and return a carry (GRU state, last
-latent, frame counter). The noise of frame t is drawn from `fold_in(rng, t)` with the
-*global* frame index t from the carry, so passing the same `rng` to every chunk gives
-exactly the latents of one pass over the whole sequence.
+Streaming: `sample`, `sample_from_noise` and `frame_log_prob` take and return a carry
+(GRU state, last latent, frame counter). The noise of frame t is drawn from
+`fold_in(rng, t)` with the *global* frame index t from the carry, so passing the same
+`rng` to every chunk gives exactly the latents of one pass over the whole sequence.
+`sample_from_noise` takes the noise from the caller instead (serving graphs, `t2v.export`).
 """
 
 from __future__ import annotations
@@ -205,7 +206,16 @@ class FlowPrior(nn.Module):
         carry = self.initial_carry(batch) if carry is None else carry
         frame_index = carry["frame"] + jnp.arange(frames, dtype=jnp.int32)
         noise = jax.vmap(lambda t: jax.random.normal(jax.random.fold_in(rng, t), (batch, self.latent_dim)),
-                         out_axes=1)(frame_index) * temperature
+                         out_axes=1)(frame_index)
+        return self.sample_from_noise(noise * temperature, audio_feats, carry)
+
+    def sample_from_noise(self, noise, audio_feats, carry: Carry | None = None):
+        """The sampling direction with the noise given (deterministic, as a serving graph needs).
+
+        noise `[batch, T, Z]` (standard normal times the temperature), audio `[batch, T, D]`
+        -> (z `[batch, T, Z]`, carry after the last frame). The exact inverse of `to_noise`.
+        """
+        carry = self.initial_carry(noise.shape[0]) if carry is None else carry
 
         def step(module, state, inputs):
             hidden, latent_prev = state
@@ -216,7 +226,7 @@ class FlowPrior(nn.Module):
 
         scan = nn.scan(step, variable_broadcast="params", split_rngs={"params": False}, in_axes=1, out_axes=1)
         (hidden, latent), z = scan(self, (carry["hidden"], carry["latent"]), (audio_feats, noise))
-        return z, {"hidden": hidden, "latent": latent, "frame": carry["frame"] + frames}
+        return z, {"hidden": hidden, "latent": latent, "frame": carry["frame"] + noise.shape[1]}
 
     def __call__(self, z, audio_feats):
         return self.log_prob(z, audio_feats)

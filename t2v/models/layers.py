@@ -6,9 +6,12 @@ Logical axis names (a config's rule table maps them onto the mesh):
   "heads", "kv"  attention heads and the per-head width;
   "channels"  raw or odd-sized feature dims (mel bins, keypoint coordinates,
               concatenated inputs, latents) that are normally left unsharded.
-Convolution kernels are `(None, in_axis, out_axis)`: the tap axis is never sharded.
+Convolution kernels are `(None, in_axis, out_axis)` (1D) or `(None, None, in_axis, out_axis)`
+(2D): the taps are never sharded.
 
-Every layer takes `dtype` (compute) and `param_dtype` (storage, float32).
+Every layer takes `dtype` (compute) and `param_dtype` (storage, float32). Beside them sit
+the parameter-free image helpers the renderer and the discriminator share (`upsample`,
+`downsample`, `depth_to_space`, `leaky_relu`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,11 @@ Dtype = jnp.dtype | type
 Axes = tuple[str | None, ...]
 
 default_kernel_init = nn.initializers.lecun_normal()
+
+
+def _distinct(axis_in: str | None, axis_out: str | None) -> Axes:
+    """Kernel axes with no name twice (a mesh axis can shard only one dim): drop the input's."""
+    return (None if axis_in == axis_out else axis_in, axis_out)
 
 
 def dense(
@@ -44,6 +52,43 @@ def dense(
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), axes[-1:]),
         name=name,
     )
+
+
+class MultiAxisDense(nn.Module):
+    """`[..., *in_dims] -> [..., *features]`: a dense layer over several trailing axes.
+
+    The kernel `[*in_dims, *features]` carries the logical axes `axes` (one per kernel dim)
+    and is created at that shape, with the fan-in of all of `in_dims`. Flax's
+    `nn.DenseGeneral` creates it flat and reshapes it after boxing, so under a global mesh
+    the box's sharding constraint meets the flat rank and fails (in init and apply).
+    """
+
+    features: tuple[int, ...]
+    axes: Axes
+    in_dims: int = 1  # how many trailing input axes are contracted
+    use_bias: bool = False
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        features = tuple(self.features)
+        kernel_shape = (*x.shape[x.ndim - self.in_dims:], *features)
+        if len(self.axes) != len(kernel_shape):
+            raise ValueError(f"MultiAxisDense {self.name}: {len(self.axes)} logical axes {self.axes} "
+                             f"for a kernel of shape {kernel_shape}")
+        contracted = tuple(range(self.in_dims))
+        init = nn.initializers.lecun_normal(in_axis=contracted,
+                                            out_axis=tuple(range(self.in_dims, len(kernel_shape))))
+        kernel = self.param("kernel", nn.with_logical_partitioning(init, tuple(self.axes)), kernel_shape,
+                            self.param_dtype)
+        y = jnp.tensordot(x.astype(self.dtype), kernel.astype(self.dtype), axes=self.in_dims)
+        if self.use_bias:
+            bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros_init(),
+                                                                   tuple(self.axes[self.in_dims:])),
+                              features, self.param_dtype)
+            y = y + bias.astype(self.dtype)
+        return y
 
 
 def conv1d(
@@ -77,6 +122,33 @@ def conv1d(
     )
 
 
+def conv2d(
+    features: int,
+    kernel_size: int = 3,
+    axes: tuple[str | None, str | None] = ("embed", "mlp"),
+    *,
+    stride: int = 1,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+    kernel_init: Callable = default_kernel_init,
+    bias_init: Callable = nn.initializers.zeros_init(),
+    name: str | None = None,
+) -> nn.Conv:
+    """A "SAME" 2D convolution over `[batch, H, W, in]`, kernel axes `(None, None, in, out)`
+    (an input axis named like the output is left unnamed)."""
+    return nn.Conv(
+        features,
+        kernel_size=(kernel_size, kernel_size),
+        strides=(stride, stride),
+        padding="SAME",
+        dtype=dtype,
+        param_dtype=param_dtype,
+        kernel_init=nn.with_logical_partitioning(kernel_init, (None, None, *_distinct(*axes))),
+        bias_init=nn.with_logical_partitioning(bias_init, axes[-1:]),
+        name=name,
+    )
+
+
 def conv_padding(kernel_size: int, dilation: int = 1, *, causal: bool = False) -> tuple[int, int]:
     """`(left, right)` zero padding that keeps a stride-1 convolution's length."""
     span = dilation * (kernel_size - 1)
@@ -94,9 +166,28 @@ def layer_norm(axis: str = "embed", *, dtype: Dtype = jnp.float32, param_dtype: 
     )
 
 
-def _distinct(axis_in: str | None, axis_out: str | None) -> Axes:
-    """Kernel axes with no name twice (a mesh axis can shard only one dim): drop the input's."""
-    return (None if axis_in == axis_out else axis_in, axis_out)
+def leaky_relu(x):
+    """LeakyReLU with slope 0.2, the image networks' activation (pix2pixHD, FOMM)."""
+    return nn.leaky_relu(x, 0.2)
+
+
+def upsample(x):
+    """Nearest-neighbour x2 upsampling of `[batch, H, W, C]`."""
+    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+def downsample(x, factor: int):
+    """Average pooling by `factor` of `[batch, H, W, C]` (H and W divide by it)."""
+    b, h, w, c = x.shape
+    return x.reshape(b, h // factor, factor, w // factor, factor, c).mean(axis=(2, 4))
+
+
+def depth_to_space(x):
+    """`[batch, H, W, 4C]` -> `[batch, 2H, 2W, C]`: each pixel's channels become its 2x2 block
+    (the sub-pixel convolution's shuffle)."""
+    b, h, w, c = x.shape
+    x = x.reshape(b, h, w, 2, 2, c // 4).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, 2 * h, 2 * w, c // 4)
 
 
 class MLP(nn.Module):

@@ -201,17 +201,23 @@ def build_motion_model(audio: Mapping[str, Any] | None = None, identity: Mapping
 
     Missing fields take the module defaults (tiny sizes); `prior.latent_dim` follows `vae`.
     """
-    vae_fields = dict(vae or {})
-    prior_fields = dict(prior or {})
+    audio_fields, identity_fields, vae_fields, prior_fields = (
+        _hashable(fields) for fields in (audio, identity, vae, prior))
     latent_dim = vae_fields.get("latent_dim", MotionVAE.latent_dim)
     if prior_fields.setdefault("latent_dim", latent_dim) != latent_dim:
         raise ValueError(f"build_motion_model: prior.latent_dim {prior_fields['latent_dim']} "
                          f"!= vae.latent_dim {latent_dim}")
     return MotionModel(
-        audio_encoder=AudioEncoder(**dict(audio or {}), dtype=dtype),
-        identity_encoder=IdentityEncoder(**dict(identity or {}), dtype=dtype),
+        audio_encoder=AudioEncoder(**audio_fields, dtype=dtype),
+        identity_encoder=IdentityEncoder(**identity_fields, dtype=dtype),
         vae=MotionVAE(**vae_fields, dtype=dtype),
         prior=FlowPrior(**prior_fields, dtype=dtype))
+
+
+def _hashable(fields: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Module fields with lists (as config.json gives them) as tuples: a hashable module can be
+    a static argument of a jitted function."""
+    return {name: tuple(value) if isinstance(value, list) else value for name, value in (fields or {}).items()}
 
 
 def generate_chunked(model: MotionModel, variables: Any, rng, mel, reference, chunk_frames: int,
@@ -223,15 +229,27 @@ def generate_chunked(model: MotionModel, variables: Any, rng, mel, reference, ch
     audio is encoded with `model.audio_encoder.context_frames()` of real audio either side,
     the prior carries its state from chunk to chunk and the decoder is per-frame, so the
     result equals one pass of `model.generate` with the same `rng`. Time is linear in T.
+    The two steps are compiled once per model and chunk shape (the model is hashable:
+    `build_motion_model` makes its fields tuples), not once per call.
     """
     check_mel_frames(mel, "generate_chunked")
-    encode = jax.jit(functools.partial(model.apply, method=MotionModel.encode_audio))
-    step = jax.jit(functools.partial(model.apply, method=MotionModel.generate_from_features))
     num_frames = mel.shape[1] // MELS_PER_FRAME
     carry = model.prior.initial_carry(mel.shape[0])
     parts: list[dict[str, np.ndarray]] = []
     for c in chunk_spans(num_frames, chunk_frames, model.audio_encoder.context_frames()):
-        feats = encode(variables, mel[:, MELS_PER_FRAME * c.lo:MELS_PER_FRAME * c.hi])
-        out, carry = step(variables, rng, feats[:, c.start - c.lo:c.stop - c.lo], reference, temperature, carry)
+        feats = _encode_audio(model, variables, mel[:, MELS_PER_FRAME * c.lo:MELS_PER_FRAME * c.hi])
+        out, carry = _generate_step(model, variables, rng, feats[:, c.start - c.lo:c.stop - c.lo], reference,
+                                    temperature, carry)
         parts.append(jax.device_get(out))
     return {name: np.concatenate([p[name] for p in parts], axis=1) for name in parts[0]}
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _encode_audio(model: MotionModel, variables, mel):
+    return model.apply(variables, mel, method=MotionModel.encode_audio)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _generate_step(model: MotionModel, variables, rng, audio_feats, reference, temperature, carry):
+    return model.apply(variables, rng, audio_feats, reference, temperature, carry,
+                       method=MotionModel.generate_from_features)

@@ -41,7 +41,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from t2v.models.layers import dense
+from t2v.models.layers import conv2d, dense, depth_to_space, downsample, leaky_relu, upsample
 
 NUM_KEYPOINTS = 68
 MOTION_DOWNSAMPLE = 4  # dense motion, feature warp and most decoding run at S / 4
@@ -50,55 +50,7 @@ SIZE_MULTIPLE = 32  # S / 4 must survive the hourglass's three halvings
 Reference = dict[str, jax.Array]
 
 
-# --------------------------------------------------------------------------- layers
-
-
-def conv2d(
-    features: int,
-    kernel_size: int = 3,
-    axes: tuple[str | None, str | None] = ("embed", "mlp"),
-    *,
-    stride: int = 1,
-    dtype: Any = jnp.float32,
-    kernel_init=nn.initializers.lecun_normal(),
-    bias_init=nn.initializers.zeros_init(),
-    name: str | None = None,
-) -> nn.Conv:
-    """A "SAME" 2D convolution over `[batch, H, W, in]`, kernel axes `(None, None, *axes)`."""
-    in_axis, out_axis = axes
-    kernel_axes = (None, None, None if in_axis == out_axis else in_axis, out_axis)
-    return nn.Conv(
-        features,
-        kernel_size=(kernel_size, kernel_size),
-        strides=(stride, stride),
-        padding="SAME",
-        dtype=dtype,
-        kernel_init=nn.with_logical_partitioning(kernel_init, kernel_axes),
-        bias_init=nn.with_logical_partitioning(bias_init, (out_axis,)),
-        name=name,
-    )
-
-
-def activation(x):
-    return nn.leaky_relu(x, 0.2)
-
-
-def upsample(x):
-    """Nearest-neighbour x2 upsampling of `[batch, H, W, C]`."""
-    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-
-
-def depth_to_space(x):
-    """`[batch, H, W, 4C]` -> `[batch, 2H, 2W, C]`: each pixel's channels become its 2x2 block."""
-    b, h, w, c = x.shape
-    x = x.reshape(b, h, w, 2, 2, c // 4).transpose(0, 1, 3, 2, 4, 5)
-    return x.reshape(b, 2 * h, 2 * w, c // 4)
-
-
-def downsample(x, factor: int):
-    """Average pooling by `factor` of `[batch, H, W, C]`."""
-    b, h, w, c = x.shape
-    return x.reshape(b, h // factor, factor, w // factor, factor, c).mean(axis=(2, 4))
+# --------------------------------------------------------------------------- blocks
 
 
 class BottleneckBlock(nn.Module):
@@ -111,8 +63,8 @@ class BottleneckBlock(nn.Module):
     def __call__(self, x):
         width = x.shape[-1]
         inner = "mlp" if self.axis == "embed" else "embed"
-        y = activation(conv2d(width // 2, 1, (self.axis, inner), dtype=self.dtype, name="reduce")(x))
-        y = activation(conv2d(width // 2, 3, (inner, inner), dtype=self.dtype, name="spatial")(y))
+        y = leaky_relu(conv2d(width // 2, 1, (self.axis, inner), dtype=self.dtype, name="reduce")(x))
+        y = leaky_relu(conv2d(width // 2, 3, (inner, inner), dtype=self.dtype, name="spatial")(y))
         y = conv2d(width, 1, (inner, self.axis), dtype=self.dtype, kernel_init=nn.initializers.zeros_init(),
                    name="expand")(y)
         return x + y
@@ -205,9 +157,9 @@ class ReferenceEncoder(nn.Module):
     @nn.compact
     def __call__(self, image):
         s, d = self.spec, self.dtype
-        x = activation(conv2d(s.encoder_widths[0], 3, ("channels", "embed"), dtype=d, name="stem")(image))
-        x = activation(conv2d(s.encoder_widths[1], 3, ("embed", "mlp"), stride=2, dtype=d, name="down_1")(x))
-        x = activation(conv2d(s.features, 3, ("mlp", "embed"), stride=2, dtype=d, name="down_2")(x))
+        x = leaky_relu(conv2d(s.encoder_widths[0], 3, ("channels", "embed"), dtype=d, name="stem")(image))
+        x = leaky_relu(conv2d(s.encoder_widths[1], 3, ("embed", "mlp"), stride=2, dtype=d, name="down_1")(x))
+        x = leaky_relu(conv2d(s.features, 3, ("mlp", "embed"), stride=2, dtype=d, name="down_2")(x))
         x = BottleneckBlock("embed", dtype=d, name="block")(x)
         return x, jnp.mean(x, axis=(1, 2))
 
@@ -226,12 +178,12 @@ class DenseMotion(nn.Module):
     def __call__(self, x):
         s, d = self.spec, self.dtype
         w0, w1, w2 = s.motion_widths
-        down_1 = activation(conv2d(w0, 3, ("channels", "embed"), stride=2, dtype=d, name="down_1")(x))
-        down_2 = activation(conv2d(w1, 3, ("embed", "mlp"), stride=2, dtype=d, name="down_2")(down_1))
-        down_3 = activation(conv2d(w2, 3, ("mlp", "embed"), stride=2, dtype=d, name="down_3")(down_2))
-        up = activation(conv2d(w1, 3, ("embed", "mlp"), dtype=d, name="up_3")(upsample(down_3))) + down_2
-        up = activation(conv2d(w0, 3, ("mlp", "embed"), dtype=d, name="up_2")(upsample(up))) + down_1
-        features = activation(conv2d(s.motion_features, 3, ("embed", "mlp"), dtype=d, name="up_1")(upsample(up)))
+        down_1 = leaky_relu(conv2d(w0, 3, ("channels", "embed"), stride=2, dtype=d, name="down_1")(x))
+        down_2 = leaky_relu(conv2d(w1, 3, ("embed", "mlp"), stride=2, dtype=d, name="down_2")(down_1))
+        down_3 = leaky_relu(conv2d(w2, 3, ("mlp", "embed"), stride=2, dtype=d, name="down_3")(down_2))
+        up = leaky_relu(conv2d(w1, 3, ("embed", "mlp"), dtype=d, name="up_3")(upsample(down_3))) + down_2
+        up = leaky_relu(conv2d(w0, 3, ("mlp", "embed"), dtype=d, name="up_2")(upsample(up))) + down_1
+        features = leaky_relu(conv2d(s.motion_features, 3, ("embed", "mlp"), dtype=d, name="up_1")(upsample(up)))
         # Zero-initialised heads: training starts from the mean keypoint translation
         # (about the head's own motion) and an all-visible occlusion map.
         weights = conv2d(NUM_KEYPOINTS + 1, 1, ("mlp", "channels"), dtype=d,
@@ -262,7 +214,7 @@ class FrameDecoder(nn.Module):
             x = BottleneckBlock("embed", dtype=d, name=f"block_{i}")(x)
         x = conv2d(s.decoder_width, 1, ("embed", "mlp"), dtype=d, name="narrow")(x)  # before the 4x larger grid
         x = jnp.concatenate([upsample(x), downsample(warped_reference, 2).astype(x.dtype)], axis=-1)
-        x = activation(conv2d(s.decoder_width, 3, ("channels", "embed"), dtype=d, name="up")(x))
+        x = leaky_relu(conv2d(s.decoder_width, 3, ("channels", "embed"), dtype=d, name="up")(x))
         # Starts as "mostly the warped reference" (blend logit 3: 95%).
         out = conv2d(4 * 4, 3, ("embed", "channels"), dtype=d, kernel_init=nn.initializers.zeros_init(),
                      bias_init=lambda key, shape, dtype=jnp.float32: jnp.tile(jnp.array([0, 0, 0, 3], dtype), 4),
@@ -308,8 +260,8 @@ class MemoryRefiner(nn.Module):
     def __call__(self, frame, memory_read):
         s, d = self.spec, self.dtype
         r0, r1 = s.refine_widths
-        down_1 = activation(conv2d(r0, 3, ("channels", "embed"), stride=2, dtype=d, name="down_1")(frame))
-        x = activation(conv2d(r1, 3, ("embed", "mlp"), stride=2, dtype=d, name="down_2")(down_1))
+        down_1 = leaky_relu(conv2d(r0, 3, ("channels", "embed"), stride=2, dtype=d, name="down_1")(frame))
+        x = leaky_relu(conv2d(r1, 3, ("embed", "mlp"), stride=2, dtype=d, name="down_2")(down_1))
         mean = jnp.mean(x, axis=(1, 2), keepdims=True)
         std = jnp.sqrt(jnp.var(x, axis=(1, 2), keepdims=True) + 1e-5)
         style = dense(2 * r1, ("embed", "mlp"), dtype=d, kernel_init=nn.initializers.zeros_init(),
@@ -317,7 +269,7 @@ class MemoryRefiner(nn.Module):
         scale, shift = jnp.split(style[:, None, None, :], 2, axis=-1)
         x = (x - mean) / std * (1 + scale) + shift
         x = BottleneckBlock("mlp", dtype=d, name="block")(x)
-        x = activation(conv2d(r0, 3, ("mlp", "embed"), dtype=d, name="up")(upsample(x))) + down_1
+        x = leaky_relu(conv2d(r0, 3, ("mlp", "embed"), dtype=d, name="up")(upsample(x))) + down_1
         # Sub-pixel output at S / 2, as in FrameDecoder: no convolution at S.
         x = jnp.concatenate([x, downsample(frame, 2)], axis=-1)
         residual = conv2d(4 * 3, 3, ("channels", "channels"), dtype=d, kernel_init=nn.initializers.zeros_init(),

@@ -20,25 +20,39 @@ Training loss, per window (`config.loss`):
             reference's embedding (relative squared error)
   sync      optional: 1 - cosine score of a frozen lip-sync expert (`model.sync_workdir`)
             between the audio and the reconstructed mouth; skipped when the path is empty
+
+At each eval, `write_samples` draws generated keypoints beside the true ones for two
+held-out clips, with their audio (`motion_sample_<i>.mp4`).
 """
 
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 
 from t2v import keypoints as kp
+from t2v import video
 from t2v.data import pipeline
 from t2v.models.flow import diagonal_gaussian_log_prob
-from t2v.models.audio_encoder import MELS_PER_FRAME, chunk_spans
-from t2v.models.motion_vae import MotionModel, build_motion_model
+from t2v.models.motion_vae import MotionModel, build_motion_model, generate_chunked
 from t2v.tasks import Task, register
 
 MOUTH_INDEX = np.asarray(kp.MOUTH)
+SAMPLE_CLIPS = 2  # held-out clips drawn into sample videos at each eval
+SAMPLE_FRAMES = 100  # 4 s at most: enough to see the lips follow the speech
+SAMPLE_CANVAS = 128  # pixels per panel (generated | true)
+GENERATED_COLOR, TRUE_COLOR = (0, 255, 0), (255, 255, 255)
+# The frontal face centred on the canvas, 70% of its width: room left for head motion.
+_CANVAS_SCALE = 0.35 * SAMPLE_CANVAS  # pixels per face unit (the jaw spans about [-1, 1])
+_TEMPLATE_MIDDLE = (kp.FRONTAL_TEMPLATE.min(0) + kp.FRONTAL_TEMPLATE.max(0)) / 2
+_CANVAS_FRAME = kp.FaceFrame((SAMPLE_CANVAS / 2 - _CANVAS_SCALE * _TEMPLATE_MIDDLE).astype(np.float32),
+                             np.float32(_CANVAS_SCALE))
 
 
 def point_weights(mouth_weight: float) -> np.ndarray:
@@ -94,14 +108,12 @@ class MotionTask(Task):
     # -- model -----------------------------------------------------------------------------
     def init(self, rng, batch):
         params_rng, latent_rng = jax.random.split(rng)
-        with _without_global_mesh():
-            variables = self.model.init({"params": params_rng, "latent": latent_rng},
-                                        batch["mel"], batch["reference"], batch["keypoints"])
+        variables = self.model.init({"params": params_rng, "latent": latent_rng},
+                                    batch["mel"], batch["reference"], batch["keypoints"])
         return variables["params"]
 
     def apply(self, params, *args, method=None, **kwargs):
-        with _without_global_mesh():
-            return self.model.apply({"params": params}, *args, method=method, **kwargs)
+        return self.model.apply({"params": params}, *args, method=method, **kwargs)
 
     def loss(self, params, batch, rng, step):
         lc = self.config.loss
@@ -160,29 +172,11 @@ class MotionTask(Task):
 
         mel `[batch, 4T, 80]`, reference `[batch, 68, 2]` -> {"keypoints" `[batch, T, 68, 2]`,
         "offsets", "pose", "z"} host arrays; equals one pass of `MotionModel.generate`
-        (`t2v.models.motion_vae.generate_chunked` does the same; these jitted steps are
-        compiled once per task instead of once per call).
+        (see `t2v.models.motion_vae.generate_chunked`).
         """
         temperature = float(self.config.sample.temperature if temperature is None else temperature)
-        mel, reference = jnp.asarray(mel), jnp.asarray(reference)
-        num_frames = mel.shape[1] // MELS_PER_FRAME
-        carry = self.model.prior.initial_carry(mel.shape[0])
-        parts = []
-        for c in chunk_spans(num_frames, chunk_frames, self.model.audio_encoder.context_frames()):
-            feats = self._encode_audio(params, mel[:, MELS_PER_FRAME * c.lo : MELS_PER_FRAME * c.hi])
-            out, carry = self._generate_step(params, rng, feats[:, c.start - c.lo : c.stop - c.lo], reference,
-                                             temperature, carry)
-            parts.append(jax.device_get(out))
-        return {name: np.concatenate([p[name] for p in parts], axis=1) for name in parts[0]}
-
-    @functools.partial(jax.jit, static_argnums=0)
-    def _encode_audio(self, params, mel):
-        return self.apply(params, mel, method=MotionModel.encode_audio)
-
-    @functools.partial(jax.jit, static_argnums=0)
-    def _generate_step(self, params, rng, audio_feats, reference, temperature, carry):
-        return self.apply(params, rng, audio_feats, reference, temperature, carry,
-                          method=MotionModel.generate_from_features)
+        return generate_chunked(self.model, {"params": params}, rng, jnp.asarray(mel), jnp.asarray(reference),
+                                chunk_frames, temperature)
 
     @functools.partial(jax.jit, static_argnums=0)
     def generate_from_source(self, params, mel, reference, source_mel, source_keypoints, source_reference):
@@ -196,13 +190,37 @@ class MotionTask(Task):
         audio_feats = self.apply(params, mel, method=MotionModel.encode_audio)
         return self.apply(params, mean, audio_feats, reference, method=MotionModel.decode)
 
+    # -- reports ---------------------------------------------------------------------------
+    def write_samples(self, params, out_dir, step):
+        """`motion_sample_<i>.mp4` for the first `SAMPLE_CLIPS` held-out clips: the generated
+        keypoints (audio-driven, at `sample.temperature`) beside the true ones, with the
+        clip's audio; at most `SAMPLE_FRAMES` frames, on `SAMPLE_CANVAS`-pixel panels."""
+        params = multihost_utils.process_allgather(params, tiled=True)  # collective: every process
+        if jax.process_index() != 0:
+            return
+        clips = pipeline.load_clips(self.config, "eval", limit=SAMPLE_CLIPS, keep_audio=True)
+        if not clips:
+            return
+        # One batch, padded with silence to the longest: one compilation for every clip.
+        frames = min(SAMPLE_FRAMES, max(len(c["keypoints"]) for c in clips))
+        mel = np.stack([pipeline.mel_span(c["mel"], 0, frames) for c in clips])
+        reference = np.stack([c["reference"] for c in clips])
+        generated = self.generate_audio_driven(params, jax.random.PRNGKey(self.config.seed), mel, reference,
+                                               chunk_frames=int(self.config.sample.chunk_frames))["keypoints"]
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        for i, clip in enumerate(clips):
+            shown = min(frames, len(clip["keypoints"]))
+            panels = [np.concatenate([draw_face(generated[i, t], GENERATED_COLOR),
+                                      draw_face(clip["keypoints"][t], TRUE_COLOR)], axis=1) for t in range(shown)]
+            wave = clip["audio"][: round(shown * clip["sample_rate"] / video.FPS)]
+            video.write_video(Path(out_dir) / f"motion_sample_{i}.mp4", np.stack(panels), wave,
+                              sample_rate=clip["sample_rate"])
 
-def _without_global_mesh():
-    """Flax's DenseGeneral (the audio encoder's attention) makes its kernel flat and reshapes
-    it after boxing, so under a global mesh the box's sharding constraint meets the flat rank
-    (also in apply, which shape-checks through the initialiser). Tracing the model without
-    the global mesh avoids that; the loop still shards parameters and batches explicitly."""
-    return jax.sharding.use_abstract_mesh(jax.sharding.AbstractMesh((), ()))
+
+def draw_face(points, color) -> np.ndarray:
+    """Face-frame keypoints `[68, 2]` drawn on a blank `SAMPLE_CANVAS`-pixel square: uint8 `[S, S, 3]`."""
+    canvas = np.zeros((SAMPLE_CANVAS, SAMPLE_CANVAS, 3), np.uint8)
+    return kp.draw_keypoints(canvas, kp.denormalise(np.asarray(points, np.float32), _CANVAS_FRAME), color)
 
 
 def landmark_distance(prediction, target):

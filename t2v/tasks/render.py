@@ -1,22 +1,17 @@
 """The `render` task: keypoint-driven frame synthesis, with an optional memory-augmented
 refinement GAN (Yi et al. 2020). Models in `t2v.models.renderer` / `t2v.models.discriminator`.
 
-A training example is a pair of frames of one clip (S = `data.size`):
-
-| field                 | shape           | what                                                   |
-| --------------------- | --------------- | ------------------------------------------------------ |
-| `reference_image`     | `[S, S, 3]` uint8 | a frame of the clip                                  |
-| `reference_keypoints` | `[68, 2]` float32 | its keypoints, image coordinates scaled to [-1, 1]   |
-| `target_keypoints`    | `[68, 2]` float32 | another frame's keypoints                            |
-| `target_image`        | `[S, S, 3]` uint8 | that frame: what the renderer must produce           |
-| `mouth_box`           | `[4]` float32     | x0, y0, x1, y1 of the target's mouth region, [-1, 1] |
+A training example is a pair of frames of one clip at S = `data.size` pixels, made by
+`t2v.data.pipeline.PairMaker` (fields in `t2v.data.pipeline`): the renderer sees the
+reference frame, its keypoints and the target's keypoints, and must produce the target.
 
 Sources (`data.source`): "synthetic" renders clips of `t2v.data.synthetic` (painted faces,
 or a photo warped with `data.texture`) for the plan of `t2v.data.pipeline.synthetic_plan`
-(held-out speakers for "eval") and caches them as ArrayRecord shards; "records" reads
-`data.path` / `data.eval_path` shards whose clips have frames. Train pairs are drawn at
-random; eval pairs are fixed: frame 0 of each held-out clip against `data.eval_pairs`
-frames spread over the clip.
+(held-out speakers for "eval"), cached as ArrayRecord shards
+(`pipeline.synthetic_shards(..., render=True)`); "records" reads `data.path` /
+`data.eval_path` shards whose clips have frames. Train pairs are drawn at random; eval
+pairs are fixed: frame 0 of each held-out clip against `data.eval_pairs` frames spread
+over the clip (`pipeline.eval_pair_indices`).
 
 Losses: mouth-weighted L1, SSIM, adversarial (hinge or LSGAN) against a multi-scale patch
 discriminator conditioned on the target keypoints, discriminator feature matching, and a
@@ -33,11 +28,7 @@ baseline `copy_l1` / `copy_ssim` / `copy_psnr`, and `refined_*` when refinement 
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -50,128 +41,14 @@ import numpy as np
 from jax.experimental import multihost_utils
 from PIL import Image
 
-from t2v import keypoints as keypoints_lib
-from t2v.data import pipeline, records
+from t2v.data import pipeline
+from t2v.data.pipeline import PairMaker, eval_pair_indices
 from t2v.models.discriminator import MultiScalePatchDiscriminator
 from t2v.models.renderer import MOTION_DOWNSAMPLE, KeypointRenderer, RendererSpec, keypoint_heatmaps
 from t2v.tasks import Task, register
 
-log = logging.getLogger(__name__)
-
-PIXEL_CACHE_VERSION = 1  # bump when the rendered pixels change meaning: new cache key
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-# --------------------------------------------------------------------------- data (host)
-
-
-def image_keypoints(points_px: np.ndarray, size: int) -> np.ndarray:
-    """Pixel keypoints of a `size x size` frame -> [-1, 1] image coordinates (renderer convention)."""
-    return (2.0 * np.asarray(points_px, np.float32) / size - 1.0).astype(np.float32)
-
-
-def mouth_box(points: np.ndarray, margin: float) -> np.ndarray:
-    """`[68, 2]` keypoints -> `[4]` box (x0, y0, x1, y1) around the mouth, grown by `margin`
-    of its size on every side."""
-    mouth = points[np.asarray(keypoints_lib.MOUTH)]
-    low, high = mouth.min(axis=0), mouth.max(axis=0)
-    pad = margin * (high - low)
-    return np.concatenate([low - pad, high + pad]).astype(np.float32)
-
-
-def rendered_synthetic_shards(data_config: ml_collections.ConfigDict, split: str, seed: int) -> list[str]:
-    """ArrayRecord shards of `pipeline.synthetic_plan`'s clips with frames, rendered once and cached.
-
-    The folder is keyed by the plan, the frame size and the texture; it is written under a
-    temporary name and renamed, so concurrent runs never read half a cache.
-    """
-    from t2v.data import face_render, synthetic
-
-    plan = pipeline.synthetic_plan(data_config, split, seed)
-    size, texture_name = int(data_config.size), str(data_config.get("texture", ""))
-    key_fields = {"plan": plan, "version": [pipeline.PLAN_VERSION, PIXEL_CACHE_VERSION], "size": size,
-                  "texture": texture_name}
-    key = hashlib.sha1(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:16]
-    folder = pipeline.cache_dir(data_config) / "synthetic" / f"{split}-pixels{size}-{key}"
-    if not folder.is_dir():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        texture = None
-        if texture_name == "astronaut":
-            texture = face_render.PhotoTexture.astronaut()
-        elif texture_name:
-            texture = face_render.PhotoTexture.from_file(texture_name)
-        log.info("rendering %d synthetic %s clips at %d px into %s", len(plan), split, size, folder)
-        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-        clips = (records.encode_clip(synthetic.make_clip(size=size, texture=texture, render=True, **kw).to_record())
-                 for kw in plan)
-        records.write_shards(staging, clips, num_shards=1)
-        (staging / "plan.json").write_text(json.dumps(key_fields, indent=1))
-        try:
-            staging.rename(folder)
-        except OSError:  # another process finished first: use theirs
-            for f in staging.iterdir():
-                f.unlink()
-            staging.rmdir()
-    return sorted(str(p) for p in folder.glob(f"{records.SHARD_BASENAME}-*"))
-
-
-class PairMaker:
-    """A clip record -> reference/target pair examples at `size` pixels (fields in the module doc)."""
-
-    def __init__(self, size: int, mouth_margin: float):
-        self.size = size
-        self.mouth_margin = mouth_margin
-        self.skipped = 0
-
-    def decode(self, record: bytes, where: str) -> dict | None:
-        """The clip with its frames still JPEG bytes, or None (counted) if it is unusable."""
-        try:
-            clip = records.decode_clip(record, decode_frames=False)
-        except records.RecordError as error:
-            self.skipped += 1
-            log.warning("skipping %s: %s", where, error)
-            return None
-        if not clip.get("frames") or len(clip["frames"]) != len(clip["keypoints"]):
-            self.skipped += 1
-            log.warning("skipping %s (clip %s): no frames, or not one per keypoint frame", where, clip.get("clip_id"))
-            return None
-        return clip
-
-    def frame(self, clip: dict, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Frame `index` resized to `size`: uint8 `[S, S, 3]` and keypoints `[68, 2]` in [-1, 1]."""
-        image = records.decode_jpegs([clip["frames"][index]])[0]
-        height, width = image.shape[:2]
-        if height != width:
-            raise ValueError(f"clip {clip.get('clip_id', '?')}: frames are {width}x{height}; the renderer needs square crops")
-        if height != self.size:
-            image = np.asarray(Image.fromarray(image).resize((self.size, self.size), Image.BILINEAR))
-        return image, image_keypoints(clip["keypoints"][index], height)
-
-    def pair(self, clip: dict, reference_index: int, target_index: int) -> dict:
-        reference_image, reference_keypoints = self.frame(clip, reference_index)
-        target_image, target_keypoints = self.frame(clip, target_index)
-        return {
-            "reference_image": reference_image,
-            "reference_keypoints": reference_keypoints,
-            "target_keypoints": target_keypoints,
-            "target_image": target_image,
-            "mouth_box": mouth_box(target_keypoints, self.mouth_margin),
-        }
-
-    def __call__(self, indexed_record: tuple[int, bytes], rng: np.random.Generator) -> dict | None:
-        index, record = indexed_record
-        clip = self.decode(record, f"record {index}")
-        if clip is None:
-            return None  # Grain drops it
-        reference_index, target_index = rng.integers(len(clip["frames"]), size=2)
-        return self.pair(clip, int(reference_index), int(target_index))
-
-
-def eval_pair_indices(num_frames: int, pairs: int) -> list[tuple[int, int]]:
-    """Fixed eval pairs of a clip: frame 0 as the reference, `pairs` targets spread over the rest."""
-    targets = np.linspace(0, num_frames - 1, pairs + 1)[1:].round().astype(int)
-    return [(0, int(t)) for t in targets]
 
 
 # --------------------------------------------------------------------------- image losses (traced)
@@ -367,9 +244,7 @@ class RenderTask(Task):
 
     # -- data ------------------------------------------------------------------------------
     def _shards(self, split: str, seed: int) -> list[str]:
-        if self.config.data.source == "synthetic":
-            return rendered_synthetic_shards(self.config.data, split, seed)
-        return pipeline.shard_paths(self.config, split, seed)
+        return pipeline.shard_paths(self.config, split, seed, render=True)
 
     def _pair_maker(self) -> PairMaker:
         return PairMaker(self.spec.size, float(self.config.loss.mouth_margin))

@@ -13,6 +13,9 @@ offset in [-M, M] (M = `data.max_shift`, 31 candidates for M = 15);
   sync_offset_err  mean |best offset| in frames
   sync_auc         P(score in sync > score of an offset with |offset| >= 2)
 
+At each eval, `write_samples` plots the scores over the offsets for two held-out windows
+(`sync_offsets.png`, `.json`): a trained expert peaks at offset 0.
+
 Other tasks use a trained expert, frozen, through `load_expert(workdir)`:
 `expert.score(mel, keypoints, reference)` is a cosine in [-1, 1] per window.
 """
@@ -30,13 +33,16 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
+from PIL import Image, ImageDraw
 
+from t2v.audio import MELS_PER_FRAME
 from t2v.data import pipeline
 from t2v.models.sync_expert import SyncExpert
 from t2v.tasks import Task, register
 
-MELS_PER_FRAME = 4
 MIN_NEGATIVE_SHIFT = 2  # 1-frame shifts look in sync to any expert: too close to be negatives
+SAMPLE_WINDOWS = 2  # held-out windows whose offset-score curves each eval writes
 
 
 def build_expert(model_config: ml_collections.ConfigDict, dtype=jnp.float32) -> SyncExpert:
@@ -132,6 +138,49 @@ class SyncTask(Task):
     def eval_metrics(self, params, batch, rng):
         return offset_metrics(self.offset_scores(params, batch), self.max_shift)
 
+    # -- reports ---------------------------------------------------------------------------
+    def write_samples(self, params, out_dir, step):
+        """`sync_offsets.json` and `sync_offsets.png`: the score of the first window of the
+        first `SAMPLE_WINDOWS` held-out clips against its audio at every offset -M..M; a
+        trained expert peaks at offset 0 (grey line; the best offset is red)."""
+        params = multihost_utils.process_allgather(params, tiled=True)  # collective: every process
+        if jax.process_index() != 0:
+            return
+        maker = pipeline.WindowMaker(self.window, self.max_shift)
+        clips = [c for c in pipeline.load_clips(self.config, "eval", limit=SAMPLE_WINDOWS)
+                 if len(c["keypoints"]) >= self.window]
+        if not clips:
+            return
+        starts = [pipeline.eval_windows(c, self.window, self.max_shift, 1)[0] for c in clips]
+        windows = [maker.example(c, start) for c, start in zip(clips, starts)]
+        batch = {name: np.stack([w[name] for w in windows]) for name in ("mouth", "mel_context")}
+        scores = np.asarray(jax.jit(self.offset_scores)(params, batch))  # [windows, 2M + 1]
+        offsets = list(range(-self.max_shift, self.max_shift + 1))
+        report = {"step": int(step), "offsets": offsets, "windows": [
+            {"clip_id": c.get("clip_id"), "start": start, "scores": row.round(4).tolist(),
+             "best_offset": offsets[int(np.argmax(row))]}
+            for c, start, row in zip(clips, starts, scores)]}
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "sync_offsets.json").write_text(json.dumps(report, indent=1) + "\n")
+        Image.fromarray(np.concatenate([score_plot(row) for row in scores])).save(out / "sync_offsets.png")
+
+
+def score_plot(scores: np.ndarray, column_px: int = 8, height: int = 80) -> np.ndarray:
+    """A cosine score per offset -M..M `[2M + 1]` as a line plot, uint8 `[height, (2M + 1) * column_px, 3]`:
+    y spans scores -1 (bottom) to 1 (top), a grey line marks offset 0, a red dot the best."""
+    width = len(scores) * column_px
+    image = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    x = (np.arange(len(scores)) + 0.5) * column_px
+    y = (1 - np.clip(scores, -1, 1)) / 2 * (height - 8) + 4
+    draw.line([(width / 2, 0), (width / 2, height)], fill=(170, 170, 170))
+    draw.line([(0, height - 1), (width, height - 1)], fill=(170, 170, 170))  # stacked plots stay apart
+    draw.line(list(zip(x.tolist(), y.tolist())), fill=(30, 60, 200), width=2)
+    best = int(np.argmax(scores))
+    draw.ellipse([x[best] - 3, y[best] - 3, x[best] + 3, y[best] + 3], fill=(220, 30, 30))
+    return np.asarray(image)
+
 
 def offset_metrics(scores, max_shift: int) -> dict[str, Any]:
     """`sync_offset_acc`, `sync_offset_err`, `sync_auc` from scores `[batch, 2M + 1]` (offsets -M..M)."""
@@ -205,15 +254,11 @@ class FrozenExpert:
         return jnp.einsum("be,bke->bk", mouth, audio)
 
 
-
 def load_expert(workdir: str | Path) -> FrozenExpert:
     """The sync expert trained in `workdir` (its config.json and latest checkpoint, EMA parameters)."""
-    from t2v import evaluate  # checkpoint reading lives with evaluation
+    from t2v import checkpoint
 
-    config_file = Path(workdir) / "config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{config_file}: no such file (model.sync_workdir must be a trained sync workdir)")
-    config = ml_collections.ConfigDict(json.loads(config_file.read_text())["config"])
+    config = checkpoint.read_config(workdir)
     if config.task != "sync":
-        raise ValueError(f"{config_file}: task {config.task!r}, expected a 'sync' workdir")
-    return FrozenExpert(SyncTask(config), evaluate.load_params(workdir), str(workdir))
+        raise ValueError(f"{Path(workdir) / 'config.json'}: task {config.task!r}, expected a 'sync' workdir")
+    return FrozenExpert(SyncTask(config), checkpoint.load_params(workdir), str(workdir))
