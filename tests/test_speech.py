@@ -2,6 +2,7 @@
 
 import concurrent.futures
 import multiprocessing
+import time
 
 import librosa
 import numpy as np
@@ -97,6 +98,16 @@ def test_same_arguments_same_speech_whatever_came_before():
     second = speech.speak(**arguments)
     np.testing.assert_array_equal(first.audio, second.audio)
     assert first.phonemes == second.phonemes and first.words == second.words
+
+
+def test_same_arguments_same_speech_a_second_later():
+    # espeak_ng_Initialize seeds eSpeak's noise generator from time(NULL); f3 has breath
+    # noise (`breath` in its voice file), so its wave would change with the clock second.
+    text = "Could you pass me the salt, please? She sighed softly."
+    first = speech.speak(text, "en", "f3")
+    time.sleep(1.1)  # past a wall-clock second boundary
+    second = speech.speak(text, "en", "f3")
+    np.testing.assert_array_equal(first.audio, second.audio)
 
 
 def test_threads_and_spawned_processes_get_the_same_speech():

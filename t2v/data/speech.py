@@ -22,8 +22,10 @@ Timing conventions:
 
 eSpeak keeps state between utterances (pitch flutter, noise generators), so two calls
 with the same arguments would not give the same wave. Each call therefore loads a
-private copy of the library afresh and unloads it afterwards (about 3 ms): the output
-depends only on the arguments, in any process and after any history of calls.
+private copy of the library afresh and unloads it afterwards (about 3 ms), and reseeds
+the noise generator that `espeak_ng_Initialize` seeds from the clock (see
+`_seed_noise`): the output depends only on the arguments, in any process, after any
+history of calls and at any time.
 """
 
 from __future__ import annotations
@@ -343,6 +345,7 @@ def _synthesize(text: str, voice: str, pitch: int, rate: int) -> tuple[int, np.n
             )
             if native_rate <= 0:
                 raise RuntimeError(f"speak: eSpeak NG failed to start with the data in {_data_path()}")
+            _seed_noise(library)
             if library.espeak_SetVoiceByName(voice.encode()) != 0:
                 raise ValueError(f"speak: eSpeak NG has no language {voice.split('+')[0]!r}")
             library.espeak_SetParameter(_PARAMETER_RATE, rate, 0)
@@ -358,6 +361,23 @@ def _synthesize(text: str, voice: str, pitch: int, rate: int) -> tuple[int, np.n
             _ctypes.dlclose(library._handle)
     samples = np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
     return native_rate, samples, events
+
+
+_NOISE_SEED = 1  # any fixed value: it only has to be the same for every call
+
+
+def _seed_noise(library: ctypes.CDLL) -> None:
+    """Reseeds eSpeak's noise generator (breath noise, Klatt voices) with a constant.
+
+    espeak_ng_Initialize seeds it with `time(NULL)`, so without this the wave would change
+    whenever the wall-clock second does. espeak_ng_SetRandSeed (espeak_ng.h, eSpeak NG
+    1.52 and later, which the espeakng-loader wheel ships) replaces that seed; called
+    right after initialisation it leaves no trace of the clock. An older library
+    without it still speaks, but its noise then varies with the second it started in.
+    """
+    if hasattr(library, "espeak_ng_SetRandSeed"):
+        library.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+        library.espeak_ng_SetRandSeed(_NOISE_SEED)
 
 
 # --------------------------------------------------------------------------- sentences
