@@ -262,3 +262,21 @@ def checked_params(workdir: str | Path, params: Any, expected: Any) -> Any:
                   else f"{shapes[0]} is {got[shapes[0]]}, config.json says {want[shapes[0]]}")
         raise ValueError(f"{workdir}: the checkpoint does not match config.json's model ({detail})")
     return params
+
+
+def task_workdirs(checkpoint_dir: str | Path) -> dict[str, Path]:
+    """{task: workdir} of a one-task workdir, or of a demo workdir's task subfolders."""
+    root = Path(checkpoint_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such directory")
+    if (root / "checkpoints").is_dir():  # one task's workdir
+        return {read_config(root).task: root}
+    found = {}
+    for sub in sorted(p for p in root.iterdir() if (p / "config.json").is_file()):
+        task = read_config(sub).get("task", "")
+        if task:
+            found[task] = sub
+    if not found:
+        raise FileNotFoundError(f"{root}: neither a task workdir (config.json and checkpoints/) nor a folder "
+                                f"of task workdirs")
+    return found

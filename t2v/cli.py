@@ -4,6 +4,7 @@
     t2v train  --config configs/x.py[:variant] --workdir DIR   train any task (resumes)
     t2v eval   --workdir DIR                        metrics and baselines -> DIR/eval/metrics.json
     t2v prepare --dataset voxceleb2|lrw|hdtf|mead|grid|crema_d|synthetic --src DIR --out DIR [--beam]
+    t2v generate --image FACE --audio SPEECH --out OUT.mp4 --checkpoint DIR   a photo speaks
     t2v export --checkpoint DIR --out DIR            StableHLO + ONNX serving artifacts
     t2v synth  --out DIR --clips N --langs en,de --format records|voxceleb2 [--texture PHOTO]
     t2v config --config configs/x.py[:variant] [--config.a.b=v ...]   print a resolved config
@@ -86,6 +87,18 @@ def _eval(args, overrides) -> int:
     return 0
 
 
+# -- t2v generate --------------------------------------------------------------------------
+def _generate(args, overrides) -> int:
+    from t2v import generate
+
+    report = generate.run(args.image, args.audio, args.out, checkpoint=args.checkpoint, pose_from=args.pose_from,
+                          temperature=args.temperature, seed=args.seed, keypoints_out=args.keypoints_out,
+                          overlay=args.overlay, max_seconds=args.max_seconds)
+    print(f"wrote {report.out}: {report.frames} frames, {report.audio_seconds:.1f} s, "
+          f"{report.photo_size[0]}x{report.photo_size[1]}")
+    return 0
+
+
 # -- t2v export ----------------------------------------------------------------------------
 def _export(args, overrides) -> int:
     from t2v import export
@@ -143,6 +156,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="configs/prepare.py")
     p.set_defaults(run=_prepare)
 
+    p = sub.add_parser("generate", help="make the face in a photo speak any speech")
+    p.add_argument("--image", required=True, help="a photo with a face (the largest is animated)")
+    p.add_argument("--audio", required=True, help="speech: wav, flac, mp3, m4a or a video's audio track")
+    p.add_argument("--out", required=True, help="the mp4 to write (photo-sized, 25 fps, with the speech)")
+    p.add_argument("--checkpoint", required=True, help="a t2v demo workdir, or one holding motion/ and render/")
+    p.add_argument("--pose-from", help="a video whose head pose, blinks and brows to follow")
+    p.add_argument("--temperature", type=float, help="of the motion prior (default: the checkpoint's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--keypoints-out", help="also write the keypoints as npz")
+    p.add_argument("--overlay", action="store_true", help="also write OUT_keypoints.mp4 with keypoints drawn")
+    p.add_argument("--max-seconds", type=float, help="refuse longer speech (default 600)")
+    p.set_defaults(run=_generate)
+
     p = sub.add_parser("export", help="write serving artifacts (jax.export StableHLO and ONNX)")
     p.add_argument("--checkpoint", required=True, help="a task workdir, or a demo workdir holding several")
     p.add_argument("--out", required=True)
@@ -174,6 +200,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(rest)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("t2v").setLevel(logging.INFO)
+    logging.getLogger("absl").setLevel(logging.ERROR)  # Orbax's per-checkpoint chatter
     try:
         return args.run(args, overrides)
     except (ValueError, KeyError, OSError) as e:

@@ -60,11 +60,6 @@ NON_MOUTH_INDEX = np.asarray([i for i in range(kp.NUM_POINTS) if i not in kp.MOU
 LOWER_LIP = np.asarray([55, 56, 57, 58, 59, 65, 66, 67])  # move down to open the mouth
 
 
-# Moved to t2v.checkpoint; kept here until t2v.generate imports them from there.
-read_config = checkpoint.read_config
-load_params = checkpoint.load_params
-
-
 # --------------------------------------------------------------------------- metric functions
 
 

@@ -737,24 +737,6 @@ def to_onnx(function: ServingFunction):
 # --------------------------------------------------------------------------- checkpoints -> artifacts
 
 
-def task_workdirs(checkpoint_dir: str | Path) -> dict[str, Path]:
-    """{task: workdir} of a one-task workdir, or of a demo workdir's task subfolders."""
-    root = Path(checkpoint_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: no such directory")
-    if (root / "checkpoints").is_dir():  # one task's workdir
-        return {checkpoint.read_config(root).task: root}
-    found = {}
-    for sub in sorted(p for p in root.iterdir() if (p / "config.json").is_file()):
-        task = checkpoint.read_config(sub).get("task", "")
-        if task:
-            found[task] = sub
-    if not found:
-        raise FileNotFoundError(f"{root}: neither a task workdir (config.json and checkpoints/) nor a folder "
-                                f"of task workdirs")
-    return found
-
-
 def _checked_params(workdir: Path, params: Any, expected: Any) -> Any:
     """`params` in float32 if they are `expected`'s tree and shapes, else a one-line error."""
     return jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), checkpoint.checked_params(workdir, params, expected))
@@ -821,7 +803,7 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, *, onnx: bool = True
     workdirs; the latest checkpoint's EMA parameters are used. Tasks with nothing to serve
     (e.g. `sync`, a training-only loss) are listed under "skipped" in a demo workdir.
     """
-    workdirs = task_workdirs(checkpoint_dir)
+    workdirs = checkpoint.task_workdirs(checkpoint_dir)
     single = len(workdirs) == 1 and Path(checkpoint_dir) in workdirs.values()
     manifest: dict[str, Any] = {"t2v_version": t2v.__version__, "jax_version": jax.__version__,
                                 "onnx_opset": ONNX_OPSET if onnx else None, "tasks": {}, "skipped": {}}
