@@ -53,6 +53,17 @@ def get_config(arg=None):
         texture="",                     # "" = painted faces; "astronaut" or a face photo's path
         eval_path="",                   # records source: the held-out split
         cache_dir="",                   # rendered-clip cache ("" = $T2V_CACHE or ~/.cache/t2v)
+        # Training pairs only (t2v.data.pipeline.PairAugment): one similarity warps both frames
+        # and both keypoint sets alike; one colour jitter recolours both frames alike.
+        augment=dict(
+            enabled=False,
+            scale=0.1,                  # zoom in [1 - scale, 1 + scale]
+            rotation_deg=8.0,           # rotation in +-rotation_deg
+            translate=0.05,             # shift in +-translate of the frame size, per axis
+            brightness=0.2,             # colour factors in [1 - x, 1 + x]
+            contrast=0.2,
+            saturation=0.2,
+        ),
     )
 
     if variant == "tiny":
@@ -60,11 +71,13 @@ def get_config(arg=None):
                        decoder_blocks=1, decoder_width=16, heatmap_std=0.1, memory_slots=16,
                        memory_dim=32, refine_widths=(16, 16), discriminator_widths=(16, 32, 64))
         c.data.update(size=64, train_clips=48, eval_clips=8, train_speakers=16, eval_speakers=8)
+        c.data.augment.enabled = True
         c.optimizer.update(lr=2e-3, warmup_steps=30, ema_decay=0.98, weight_decay=0.0)
         c.train.update(steps=300, batch_size=16, log_every=25, eval_every=150, eval_batches=2,
                        checkpoint_every=150, keep=1)
     elif variant == "base":
         c.data.update(size=256, train_clips=20000, eval_clips=512, workers=8)
+        c.data.augment.enabled = True
         c.optimizer.update(lr=2e-4, warmup_steps=2000, ema_decay=0.999, weight_decay=0.0)
         c.loss.adversarial_start_step = 5000
         c.train.update(steps=300_000, batch_size=64, log_every=100, eval_every=5000, eval_batches=16,

@@ -22,6 +22,11 @@ def add_window_data(c, *, window: int, max_shift: int) -> None:
         cache_dir="",            # synthetic clips cache ("" = $T2V_CACHE or ~/.cache/t2v)
         reference_frame=False,   # also emit a reference image (needs rendered frames)
         threads=1,               # Grain reader threads in each process (workers add processes)
+        # Training windows only. No random similarity: head pose is a target (motion task).
+        augment=dict(
+            enabled=False,
+            keypoint_noise=0.0,  # std of Gaussian keypoint jitter, face-frame units (face size 1)
+        ),
     )
 
 

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from t2v import audio, video
 from t2v.data import records
@@ -42,19 +43,32 @@ def test_synth_bad_texture_is_one_line(tmp_path):
     assert "missing.jpg" in run.stderr and run.stderr.strip().count("\n") == 0
 
 
-def test_demo_writes_playable_mp4_with_speech(tmp_path):
+@pytest.mark.slow
+def test_demo_trains_evaluates_and_makes_the_photo_speak(tmp_path):
     work = tmp_path / "demo"
     run = t2v("demo", "--workdir", work, "--config.synth.clips=2", "--config.synth.size=64",
-              "--config.sample.size=96")
+              "--config.sample.size=96", "--config.steps.sync=3", "--config.steps.motion=3",
+              "--config.steps.render=3")
     assert run.returncode == 0, run.stderr
     assert json.loads((work / "config.json").read_text())["config"]["synth"]["clips"] == 2
-    for name in ("synthetic.mp4", "synthetic_keypoints.mp4", "photo.mp4"):
-        clip = video.read_video(work / "samples" / name)
-        assert clip.frames.shape[1:] == (96, 96, 3)
+    for task in ("sync", "motion", "render"):
+        assert json.loads((work / task / "config.json").read_text())["config"]["task"] == task
+    metrics = json.loads((work / "motion" / "eval" / "metrics.json").read_text())
+    assert {"static", "energy"} <= set(metrics["baselines"])
+    for name in ("samples/synthetic.mp4", "samples/synthetic_keypoints.mp4", "samples/photo.mp4",
+                 "generated.mp4", "generated_keypoints.mp4"):
+        clip = video.read_video(work / name)
         # Exactly round(25 x seconds) frames, and the speech survives the AAC round trip.
         assert len(clip.frames) == audio.num_video_frames(len(clip.audio)), name
         audio.check_speech(clip.audio, name)
         assert np.sqrt(np.mean(clip.audio ** 2)) > 0.02
+    assert video.read_video(work / "generated.mp4").frames.shape[1:] == (512, 512, 3)  # the photo's framing
+    # Run again: every stage resumes instead of starting over.
+    again = t2v("demo", "--workdir", work, "--config.synth.clips=2", "--config.synth.size=64",
+                "--config.sample.size=96", "--config.steps.sync=3", "--config.steps.motion=3",
+                "--config.steps.render=3")
+    assert again.returncode == 0, again.stderr
+    assert "already there" in again.stdout
 
 
 def test_prepare_a_synthetic_voxceleb2_tree(tmp_path):

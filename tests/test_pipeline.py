@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from configs import base
 from t2v import keypoints as kp
@@ -130,3 +131,124 @@ def test_records_source_needs_a_path(tmp_path):
     config = small_config(tmp_path / "cache", source="records")
     with pytest.raises(ValueError, match="data.path is empty"):
         pipeline.window_batches(config, "train", seed=0)
+
+
+# --------------------------------------------------------------------------- augmentation
+
+GEOMETRY_ONLY = pipeline.PairAugment(brightness=0.0, contrast=0.0, saturation=0.0)
+
+
+@pytest.fixture(scope="module")
+def rendered_record():
+    clip = synthetic.make_clip(5, language="en", speaker=2, size=64, render=True)
+    return 0, records.encode_clip(clip.to_record())
+
+
+def to_pixels(points, size):
+    return (np.asarray(points) + 1.0) * size / 2
+
+
+def blob_centre(channel, near):
+    """Intensity-weighted centre (x, y), in pixels with centres at i + 0.5, of the blob near `near`."""
+    x0, y0 = np.round(near).astype(int)
+    ys, xs = np.mgrid[y0 - 5 : y0 + 6, x0 - 5 : x0 + 6]
+    weights = channel[ys, xs].astype(np.float64)
+    return np.array([(weights * (xs + 0.5)).sum(), (weights * (ys + 0.5)).sum()]) / weights.sum()
+
+
+def test_warped_dots_sit_on_the_warped_keypoints(rendered_record):
+    """A Gaussian dot drawn at each of three keypoints is found at its moved keypoint (+-1 px)."""
+    size, chosen = 64, (36, 48, 54)  # an eye corner and the two mouth corners, one colour channel each
+    points = pipeline.image_keypoints(synthetic.make_clip(5, language="en", speaker=2, size=size, render=False)
+                                      .to_record()["keypoints"][0], size)
+    ys, xs = np.mgrid[:size, :size] + 0.5
+    image = np.zeros((size, size, 3), np.uint8)
+    for channel, k in enumerate(chosen):
+        x, y = to_pixels(points[k], size)
+        image[..., channel] = np.rint(255 * np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * 1.5**2)))
+    example = {"reference_image": image, "target_image": image, "reference_keypoints": points,
+               "target_keypoints": points}
+    for seed in range(4):
+        augmented = GEOMETRY_ONLY(example, np.random.default_rng(seed))
+        moved = to_pixels(augmented["target_keypoints"], size)
+        assert np.abs(moved - to_pixels(points, size)).max() > 1.0  # the transform really moved them
+        for channel, k in enumerate(chosen):
+            found = blob_centre(augmented["target_image"][..., channel], moved[k])
+            np.testing.assert_allclose(found, moved[k], atol=1.0, err_msg=f"seed {seed}, keypoint {k}")
+        np.testing.assert_array_equal(augmented["reference_image"], augmented["target_image"])
+
+
+def test_augmented_keypoints_stay_on_the_rendered_face(rendered_record):
+    """Colours under the eye and mouth keypoints of a rendered frame match before and after the warp,
+    far better than under keypoints that were not moved."""
+    plain = pipeline.PairMaker(64, 0.3)
+    augmented_maker = pipeline.PairMaker(64, 0.3, augment=GEOMETRY_ONLY)
+    region = np.arange(36, 68)  # eyes and mouth
+    matched, stale = [], []
+    for seed in range(4):
+        before = plain(rendered_record, np.random.default_rng(seed))
+        after = augmented_maker(rendered_record, np.random.default_rng(seed))
+
+        def colours(example, points):  # bilinear, at the exact (sub-pixel) keypoints
+            x, y = to_pixels(points[region], 64).T - 0.5
+            return np.stack([ndimage.map_coordinates(example["target_image"][..., c].astype(np.float64), [y, x], order=1)
+                             for c in range(3)], axis=-1)
+
+        reference_colours = colours(before, before["target_keypoints"])
+        matched.append(np.abs(colours(after, after["target_keypoints"]) - reference_colours).mean())
+        stale.append(np.abs(colours(after, before["target_keypoints"]) - reference_colours).mean())
+        np.testing.assert_array_equal(after["mouth_box"], pipeline.mouth_box(after["target_keypoints"], 0.3))
+    assert np.mean(matched) < 5.0 and np.mean(matched) < 0.5 * np.mean(stale), (matched, stale)
+
+
+def test_pair_augmentation_is_deterministic_and_off_means_unchanged(rendered_record):
+    config = base.get_config()
+    config.data.augment = dict(enabled=True, scale=0.1, rotation_deg=8.0, translate=0.05,
+                               brightness=0.2, contrast=0.2, saturation=0.2)
+    maker = pipeline.PairMaker(64, 0.3, augment=pipeline.PairAugment.from_config(config.data))
+    first = maker(rendered_record, np.random.default_rng(7))
+    again = maker(rendered_record, np.random.default_rng(7))
+    other = maker(rendered_record, np.random.default_rng(8))
+    assert_same_batches([first], [again])
+    assert not np.array_equal(first["reference_keypoints"], other["reference_keypoints"])
+    # Off: no augmentation object, and not one random number drawn for it.
+    config.data.augment.enabled = False
+    assert pipeline.PairAugment.from_config(config.data) is None
+    assert pipeline.PairAugment.from_config(base.get_config().data) is None  # no `augment` key at all
+    plain = pipeline.PairMaker(64, 0.3)(rendered_record, np.random.default_rng(7))
+    clip = pipeline.PairMaker(64, 0.3).decode(rendered_record[1], "test")
+    indices = np.random.default_rng(7).integers(len(clip["frames"]), size=2)
+    assert_same_batches([plain], [pipeline.PairMaker(64, 0.3).pair(clip, *map(int, indices))])
+    config.data.augment.update(enabled=True, scale=1.5)
+    with pytest.raises(ValueError, match="data.augment.scale=1.5"):
+        pipeline.PairAugment.from_config(config.data)
+
+
+def test_colour_jitter_is_shared_by_both_frames_and_leaves_keypoints(rendered_record):
+    colour_only = pipeline.PairAugment(scale=0.0, rotation_deg=0.0, translate=0.0)
+    plain = pipeline.PairMaker(64, 0.3)(rendered_record, np.random.default_rng(3))
+    example = {**plain, "target_image": plain["reference_image"]}  # the same frame twice
+    jittered = colour_only(example, np.random.default_rng(3))
+    np.testing.assert_array_equal(jittered["reference_image"], jittered["target_image"])
+    assert np.abs(jittered["reference_image"].astype(int) - plain["reference_image"]).mean() > 1.0
+    np.testing.assert_allclose(jittered["target_keypoints"], plain["target_keypoints"], atol=1e-6)
+
+
+def test_window_keypoint_noise(config):
+    noisy_config = small_config(config.data.cache_dir)
+    noisy_config.data.augment = dict(enabled=True, keypoint_noise=0.01)
+    plain = next(pipeline.window_batches(config, "train", seed=0))
+    noisy = next(pipeline.window_batches(noisy_config, "train", seed=0))
+    again = next(pipeline.window_batches(noisy_config, "train", seed=0))
+    assert_same_batches([noisy], [again])
+    jitter = noisy["keypoints"] - plain["keypoints"]
+    assert 0.007 < jitter.std() < 0.013
+    np.testing.assert_array_equal(noisy["mel"], plain["mel"])  # the same windows, only jittered
+    # Pose and pose-free mouth follow the jittered keypoints.
+    pose, _ = kp.split_pose(noisy["keypoints"], noisy["reference"][:, None])
+    np.testing.assert_allclose(noisy["pose"], pose, atol=1e-5)
+    np.testing.assert_allclose(noisy["mouth"], pipeline.pose_free_mouth(noisy["keypoints"], noisy["reference"][:, None]),
+                               atol=1e-5)
+    # Enabled with zero noise: the batches of no augmentation, bit for bit.
+    noisy_config.data.augment.keypoint_noise = 0.0
+    assert_same_batches([next(pipeline.window_batches(noisy_config, "train", seed=0))], [plain])

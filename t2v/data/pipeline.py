@@ -41,6 +41,19 @@ Frame pairs (`PairMaker`, the render task): two frames of one clip, S = `data.si
 | `target_image`        | `[S, S, 3]` uint8 | that frame: what the renderer must produce           |
 | `mouth_box`           | `[4]` float32     | x0, y0, x1, y1 of the target's mouth region, [-1, 1] |
 
+Augmentation (`data.augment`, training examples only, drawn from the example's Grain rng so
+it is deterministic for the seed; eval examples are never augmented):
+  * frame pairs (`PairAugment`): one random similarity per pair (`scale`, `rotation_deg`,
+    `translate`) warps both images and moves both keypoint sets by the same matrix, so the
+    keypoints stay on the same pixels, and the mouth box follows; one photometric jitter
+    (`brightness`, `contrast`, `saturation`) recolours both frames alike, so the renderer is
+    never asked to change colours;
+  * windows: only Gaussian keypoint jitter (`keypoint_noise`, face-frame units; pose and
+    mouth are recomputed from the jittered keypoints). No random similarity: head pose is
+    what the motion model predicts.
+With augmentation off no random number is drawn for it: the examples are those of an
+unaugmented pipeline, bit for bit.
+
 The window dataset is deterministic for a seed, sharded per process (`[process_index::process_count]`
 on the clip order), optionally decoded in worker processes (`data.workers > 0`; each
 worker batches its own slice, so the batches depend on the worker count, still
@@ -158,6 +171,7 @@ class WindowMaker:
     source: Any = None  # random access to record bytes: set by `window_batches`
     reference_frame: bool = False
     cache_clips: int = 4096  # prepared clips kept per process: features are made once per clip, not per window
+    keypoint_noise: float = 0.0  # std of Gaussian jitter on training keypoints, face-frame units (0 = off)
     skipped: int = 0
     _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
     _cache: collections.OrderedDict = dataclasses.field(default_factory=collections.OrderedDict, repr=False)
@@ -211,6 +225,8 @@ class WindowMaker:
             if "frames" not in clip:
                 raise ValueError(f"record {index}: data.reference_frame is set but the clip has no frames")
             example["reference_image"] = clip["frames"][rng.integers(len(clip["frames"]))]
+        if self.keypoint_noise > 0:
+            example = jitter_keypoints(example, self.keypoint_noise, rng)
         return example
 
     def clip(self, index: int) -> dict | None:
@@ -232,6 +248,15 @@ class WindowMaker:
                 while len(self._cache) > self.cache_clips:
                     self._cache.popitem(last=False)
         return clip
+
+
+def jitter_keypoints(example: dict, std: float, rng: np.random.Generator) -> dict:
+    """A window with Gaussian noise (`std`, face-frame units) on its `keypoints [T, 68, 2]`, and
+    `pose` / `mouth` recomputed from them so the fields still agree. The reference is kept."""
+    points = (example["keypoints"] + rng.normal(0.0, std, example["keypoints"].shape)).astype(np.float32)
+    pose, _ = keypoints.split_pose(points, example["reference"])
+    return {**example, "keypoints": points, "pose": pose.astype(np.float32),
+            "mouth": pose_free_mouth(points, example["reference"]).astype(np.float32)}
 
 
 def eval_windows(clip: dict, window: int, max_shift: int, per_clip: int) -> list[int]:
@@ -265,12 +290,14 @@ class PairMaker:
     pixels (fields in the module doc), or None for an unusable record.
 
     Frames stay JPEG bytes until a pair reads them; `pair(clip, reference, target)`
-    makes the pair of given frames (eval pairs).
+    makes the pair of given frames (eval pairs, never augmented). Random pairs (`__call__`,
+    training) go through `augment` when one is given (`PairAugment.from_config`).
     """
 
-    def __init__(self, size: int, mouth_margin: float):
+    def __init__(self, size: int, mouth_margin: float, augment: PairAugment | None = None):
         self.size = size
         self.mouth_margin = mouth_margin
+        self.augment = augment
         self.skipped = 0
 
     def decode(self, record: bytes, where: str) -> dict | None:
@@ -314,7 +341,127 @@ class PairMaker:
         if clip is None:
             return None  # Grain drops it
         reference_index, target_index = rng.integers(len(clip["frames"]), size=2)
-        return self.pair(clip, int(reference_index), int(target_index))
+        example = self.pair(clip, int(reference_index), int(target_index))
+        if self.augment is not None:
+            example = self.augment(example, rng)
+            example["mouth_box"] = mouth_box(example["target_keypoints"], self.mouth_margin)
+        return example
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def augment_config(data_config: ml_collections.ConfigDict) -> ml_collections.ConfigDict | None:
+    """`data.augment` when it is there and enabled, else None (configs without the key: off)."""
+    augment = data_config.get("augment")
+    return augment if augment is not None and augment.get("enabled", False) else None
+
+
+def similarity(scale: float, angle_rad: float, shift: tuple[float, float]) -> np.ndarray:
+    """`[2, 3]` matrix of `p -> scale * R(angle) p + shift` on `[..., 2]` points (x, y)."""
+    cos, sin = scale * np.cos(angle_rad), scale * np.sin(angle_rad)
+    return np.array([[cos, -sin, shift[0]], [sin, cos, shift[1]]], np.float64)
+
+
+def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """`[..., 2]` points moved by a `[2, 3]` affine matrix (same dtype as `points`)."""
+    moved = np.asarray(points, np.float64) @ matrix[:, :2].T + matrix[:, 2]
+    return moved.astype(np.asarray(points).dtype)
+
+
+def warp_image(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """uint8 `[S, S, 3]` image warped (bilinear) by the `[2, 3]` affine `matrix` of its [-1, 1]
+    image coordinates, so content at `p` moves to `matrix @ p`, exactly as `transform_points`
+    moves keypoints. Pixels from outside the frame repeat its edge, not black, so the border
+    holds no new edges for the model to learn."""
+    size = image.shape[0]
+    inverse = np.linalg.inv(np.vstack([matrix, [0.0, 0.0, 1.0]]))[:2]
+    # In pixels ([-1, 1] -> [0, S]) the inverse keeps its linear part; only the offset changes.
+    linear = inverse[:, :2]
+    offset = size / 2 * (1.0 + inverse[:, 2] - linear.sum(axis=1))
+    corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float64) @ linear.T + offset
+    pad = int(np.ceil(max(0.0, -corners.min(), corners.max() - size))) + 1
+    padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+    # PIL maps each output pixel centre through (a, b, c, d, e, f) to input coordinates.
+    coefficients = (*linear[0], offset[0] + pad, *linear[1], offset[1] + pad)
+    warped = Image.fromarray(padded).transform((size, size), Image.Transform.AFFINE, coefficients,
+                                               resample=Image.BILINEAR)
+    return np.asarray(warped)
+
+
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601 grey
+
+
+def jitter_colours(images: list[np.ndarray], brightness: float, contrast: float, saturation: float) -> list[np.ndarray]:
+    """uint8 `[H, W, 3]` images recoloured by one shared per-pixel mapping: times `brightness`,
+    contrast by `contrast` about the first image's mean grey, saturation by `saturation`
+    (1 = unchanged). One mapping for all, so the frames of a pair stay colour-consistent."""
+    if brightness == contrast == saturation == 1.0:
+        return images
+    mean_grey = float((images[0].astype(np.float32) @ LUMA).mean()) * brightness
+    out = []
+    for image in images:
+        x = image.astype(np.float32) * brightness
+        x = mean_grey + contrast * (x - mean_grey)
+        grey = (x @ LUMA)[..., None]
+        x = grey + saturation * (x - grey)
+        out.append(np.clip(np.rint(x), 0, 255).astype(np.uint8))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class PairAugment:
+    """Random augmentation of a frame pair (`PairMaker` fields) that keeps keypoints on their pixels.
+
+    One similarity per pair, drawn uniformly: zoom in `[1 - scale, 1 + scale]`, rotation in
+    `+-rotation_deg`, shift in `+-translate` of the frame size per axis, about the frame
+    centre; it warps both images and moves both keypoint sets. One colour jitter per pair:
+    factors in `[1 - x, 1 + x]` for x = `brightness`, `contrast`, `saturation`, applied to
+    both frames alike; keypoints untouched. The caller recomputes the mouth box.
+    """
+
+    scale: float = 0.1
+    rotation_deg: float = 8.0
+    translate: float = 0.05
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.2
+
+    @classmethod
+    def from_config(cls, data_config: ml_collections.ConfigDict) -> PairAugment | None:
+        """The augmentation of `data.augment`, or None when it is absent or not enabled."""
+        augment = augment_config(data_config)
+        if augment is None:
+            return None
+        fields = {f.name: float(augment.get(f.name, f.default)) for f in dataclasses.fields(cls)}
+        for name, value in fields.items():
+            if value < 0 or (name != "rotation_deg" and value >= 1):
+                raise ValueError(f"data.augment.{name}={value}: expected >= 0{'' if name == 'rotation_deg' else ' and < 1'}")
+        return cls(**fields)
+
+    def draw_similarity(self, rng: np.random.Generator) -> np.ndarray:
+        """A random `[2, 3]` similarity of [-1, 1] image coordinates (the frame spans 2 units)."""
+        scale = 1.0 + rng.uniform(-self.scale, self.scale)
+        angle = np.deg2rad(rng.uniform(-self.rotation_deg, self.rotation_deg))
+        shift = 2.0 * rng.uniform(-self.translate, self.translate, size=2)
+        return similarity(scale, angle, tuple(shift))
+
+    def draw_colour_factors(self, rng: np.random.Generator) -> tuple[float, float, float]:
+        """Random (brightness, contrast, saturation) factors."""
+        spread = np.array([self.brightness, self.contrast, self.saturation])
+        return tuple(float(f) for f in 1.0 + rng.uniform(-spread, spread))
+
+    def __call__(self, example: dict, rng: np.random.Generator) -> dict:
+        matrix = self.draw_similarity(rng)
+        factors = self.draw_colour_factors(rng)
+        images = [warp_image(example[name], matrix) for name in ("reference_image", "target_image")]
+        reference_image, target_image = jitter_colours(images, *factors)
+        return {
+            **example,
+            "reference_image": reference_image,
+            "target_image": target_image,
+            "reference_keypoints": transform_points(example["reference_keypoints"], matrix),
+            "target_keypoints": transform_points(example["target_keypoints"], matrix),
+        }
 
 
 def eval_pair_indices(num_frames: int, pairs: int) -> list[tuple[int, int]]:
@@ -486,7 +633,10 @@ def window_batches(
     batch_size, remainder = divmod(int(config.train.batch_size), process_count)
     if remainder:
         raise ValueError(f"train.batch_size={config.train.batch_size} does not split over {process_count} processes")
-    maker = maker or WindowMaker(int(data.window), int(data.get("max_shift", 0)), bool(data.get("reference_frame", False)))
+    augment = augment_config(data)
+    maker = maker or WindowMaker(int(data.window), int(data.get("max_shift", 0)),
+                                 reference_frame=bool(data.get("reference_frame", False)),
+                                 keypoint_noise=float(augment.get("keypoint_noise", 0.0)) if augment else 0.0)
     maker.source = record_source(shard_paths(config, split, seed))
     indices = grain.MapDataset.range(len(maker.source))
     if split == "train":

@@ -247,7 +247,8 @@ class RenderTask(Task):
         return pipeline.shard_paths(self.config, split, seed, render=True)
 
     def _pair_maker(self) -> PairMaker:
-        return PairMaker(self.spec.size, float(self.config.loss.mouth_margin))
+        return PairMaker(self.spec.size, float(self.config.loss.mouth_margin),
+                         augment=pipeline.PairAugment.from_config(self.config.data))
 
     def eval_pairs(self, seed: int) -> tuple[Any, list[tuple[int, int, int]]]:
         """The eval source and its fixed pairs `(record, reference frame, target frame)`, in
