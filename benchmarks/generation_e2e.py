@@ -50,17 +50,6 @@ RESULTS = ROOT / "benchmarks" / "results"
 STAGES = ("face", "audio_features", "motion", "render", "paste_back", "encode")
 
 
-def speech_wave(seconds: float) -> np.ndarray:
-    """`seconds` of real speech: English eSpeak sentences, back to back."""
-    pieces, total = [], 0
-    for sentence in speech.SENTENCES["en"] * 100:
-        pieces.append(speech.speak(sentence, "en").audio)
-        total += len(pieces[-1])
-        if total >= seconds * audio.SAMPLE_RATE:
-            break
-    return np.concatenate(pieces)[: int(seconds * audio.SAMPLE_RATE)]
-
-
 def fresh_checkpoint(folder: Path, size: int) -> Path:
     """A demo-style folder with freshly initialised motion:base and render:base (at `size`)."""
     examples = {
@@ -132,7 +121,7 @@ def main(argv=None) -> int:
         import skimage.data
 
         Image.fromarray(skimage.data.astronaut()).save(photo)
-        soundfile.write(speech_file, speech_wave(args.seconds), audio.SAMPLE_RATE)
+        soundfile.write(speech_file, speech.long_speech(args.seconds), audio.SAMPLE_RATE)
         checkpoints = ([Path(args.checkpoint)] if args.checkpoint else
                        [fresh_checkpoint(scratch / f"checkpoint_{size}", int(size)) for size in args.sizes.split(",")])
         for checkpoint in checkpoints:

@@ -36,17 +36,6 @@ from t2v.tasks import get_task  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def speech_wave(seconds: float) -> np.ndarray:
-    """`seconds` of real speech: English sentences from eSpeak, back to back."""
-    pieces, total = [], 0
-    for sentence in speech.SENTENCES["en"] * 100:
-        pieces.append(speech.speak(sentence, "en").audio)
-        total += len(pieces[-1])
-        if total >= seconds * audio.SAMPLE_RATE:
-            break
-    return np.concatenate(pieces)[: int(seconds * audio.SAMPLE_RATE)]
-
-
 def fresh_generator(variant: str) -> KeypointGenerator:
     config = config_lib.load(f"configs/motion.py:{variant}")
     task = get_task(config)
@@ -86,7 +75,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(RESULTS / "generation_speed.json"))
     args = parser.parse_args(argv)
 
-    wave = speech_wave(args.seconds)
+    wave = speech.long_speech(args.seconds)
     generators = ([(args.workdir, KeypointGenerator.from_workdir(args.workdir))] if args.workdir else
                   [(f"motion:{v}", fresh_generator(v)) for v in args.variants.split(",")])
     rows = []

@@ -15,7 +15,6 @@ Every stage resumes: re-running with the same workdir skips what is done.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 

@@ -649,3 +649,17 @@ SENTENCES: dict[str, tuple[str, ...]] = {
         "Большое спасибо за помощь!",
     ),
 }
+
+
+def long_speech(seconds: float, language: str = "en", sample_rate: int = 16000) -> np.ndarray:
+    """Exactly `seconds` of real speech: `SENTENCES[language]` spoken back to back,
+    float32 `[round(seconds * sample_rate)]`; for benchmarks and long-input tests."""
+    wanted = int(round(seconds * sample_rate))
+    pieces, total = [], 0
+    while total < wanted:
+        for sentence in SENTENCES[language]:
+            pieces.append(speak(sentence, language, sample_rate=sample_rate).audio)
+            total += len(pieces[-1])
+            if total >= wanted:
+                break
+    return np.concatenate(pieces)[:wanted]
