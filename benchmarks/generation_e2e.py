@@ -20,9 +20,7 @@ The machine is shared: the 1-minute load average before each run is recorded wit
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -39,6 +37,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from recording import write_record  # noqa: E402  (benchmarks/, the script's own folder)
 from t2v import audio  # noqa: E402
 from t2v import config as config_lib  # noqa: E402
 from t2v import generate  # noqa: E402
@@ -136,13 +135,7 @@ def main(argv=None) -> int:
                   f"renderer {row['render_gflop_per_frame']:.2f} GFLOP/frame  (load {row['load_average_1min']:.1f})",
                   flush=True)
 
-    record = {"benchmark": "generation_e2e", "device": str(jax.devices()[0]), "cpu_count": os.cpu_count(),
-              "machine": platform.machine(), "jax": jax.__version__,
-              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "results": rows}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_record("generation_e2e", rows, args.out)
     return 0
 
 

@@ -14,8 +14,6 @@ and writes benchmarks/results/generation_speed.json.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -27,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from recording import write_record  # noqa: E402  (benchmarks/, the script's own folder)
 from t2v import audio, keypoints  # noqa: E402
 from t2v import config as config_lib  # noqa: E402
 from t2v.data import speech  # noqa: E402
@@ -85,12 +84,7 @@ def main(argv=None) -> int:
         print(f"{name:>14}  {r['audio_seconds']:.0f} s of audio  model {r['model_s']:.3f} s "
               f"({r['model_x_realtime']:.0f}x real time)  from wave {r['from_wave_s']:.3f} s "
               f"({r['from_wave_x_realtime']:.0f}x real time)", flush=True)
-    record = {"devices": [str(d) for d in jax.devices()], "machine": platform.machine(), "jax": jax.__version__,
-              "results": rows}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_record("generation_speed", rows, args.out)
     return 0
 
 

@@ -16,8 +16,6 @@ benchmarks/results/train_throughput.json.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -30,6 +28,7 @@ import optax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from recording import write_record  # noqa: E402  (benchmarks/, the script's own folder)
 from t2v import config as config_lib  # noqa: E402
 from t2v import optim  # noqa: E402
 from t2v.tasks import get_task  # noqa: E402
@@ -111,14 +110,7 @@ def main(argv=None) -> int:
                   f"input {r['input_examples_per_s']:8.0f} ex/s  step {r['step_steps_per_s']:7.2f} steps/s "
                   f"({r['step_examples_per_s']:7.0f} ex/s)  loop {r['loop_steps_per_s']:7.2f} steps/s "
                   f"({r['loop_examples_per_s']:7.0f} ex/s)", flush=True)
-    record = {
-        "devices": [str(d) for d in jax.devices()], "machine": platform.machine(), "processor": platform.processor(),
-        "jax": jax.__version__, "results": rows,
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_record("train_throughput", rows, args.out)
     return 0
 
 
