@@ -1,10 +1,6 @@
 """The motion task: losses, training through the generic loop, any-length generation, and
 (slow) that the tiny config learns: lips follow held-out audio, pose is sampled or follows a source."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import flax.linen as nn
 import jax
@@ -29,16 +25,6 @@ def micro_config(cache_dir):
         "--config.model.prior.hidden_features=16", "--config.train.steps=3", "--config.train.batch_size=8",
         "--config.train.log_every=1", "--config.train.eval_every=3", "--config.train.eval_batches=1",
         "--config.train.checkpoint_every=3", f"--config.data.cache_dir={cache_dir}"])
-
-
-def train_as_a_user_would(spec, workdir, overrides=()):
-    """Trains in a fresh process on one CPU device, as `t2v` runs on a laptop: the 8 fake
-    devices of the test process would make a 2-core machine several times slower."""
-    code = ("import sys; from t2v import config, train; "
-            "train.train_and_evaluate(config.load(sys.argv[1], sys.argv[3:]), sys.argv[2])")
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-    subprocess.run([sys.executable, "-c", code, spec, str(workdir), *overrides], env=env, check=True,
-                   cwd=Path(__file__).resolve().parent.parent)
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +113,8 @@ def test_controllable_mode_takes_the_source_latents(cache_dir):
 
 
 @pytest.mark.slow
-def test_tiny_model_learns_lips_from_audio_and_pose_from_prior_or_source(tmp_path_factory, cache_dir):
+def test_tiny_model_learns_lips_from_audio_and_pose_from_prior_or_source(tmp_path_factory, cache_dir,
+                                                                         train_as_a_user_would):
     """Shown to learn, on unseen speakers, sentences and language: the generated mouth follows
     the audio far better than the baselines, prior samples differ in head pose while the
     lips stay, and the controllable mode copies the source's head pose."""

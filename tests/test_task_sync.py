@@ -1,10 +1,6 @@
 """The sync task: shifted audio windows, offset metrics, training through the generic loop."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -28,16 +24,6 @@ def micro_config(cache_dir, **overrides):
         f"--config.data.cache_dir={cache_dir}"])
     c.train.update(overrides)
     return c
-
-
-def train_as_a_user_would(spec, workdir, overrides=()):
-    """Trains in a fresh process on one CPU device, as `t2v` runs on a laptop: the 8 fake
-    devices of the test process would make a 2-core machine several times slower."""
-    code = ("import sys; from t2v import config, train; "
-            "train.train_and_evaluate(config.load(sys.argv[1], sys.argv[3:]), sys.argv[2])")
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-    subprocess.run([sys.executable, "-c", code, spec, str(workdir), *overrides], env=env, check=True,
-                   cwd=Path(__file__).resolve().parent.parent)
 
 
 def test_shifted_mels_slide_over_the_context():
@@ -94,7 +80,7 @@ def test_refuses_a_window_mismatch(tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_expert_finds_the_true_offset_on_held_out_clips(tmp_path_factory):
+def test_tiny_expert_finds_the_true_offset_on_held_out_clips(tmp_path_factory, train_as_a_user_would):
     """Shown to learn: the tiny config, trained, beats chance (1/31) by far on unseen speakers,
     sentences and language."""
     workdir = tmp_path_factory.mktemp("sync_tiny")
