@@ -7,6 +7,7 @@ from scipy import ndimage
 from configs import base
 from t2v import keypoints as kp
 from t2v.data import pipeline, records, synthetic
+from t2v.errors import InputError
 
 
 def small_config(cache_dir, **data):
@@ -252,3 +253,67 @@ def test_window_keypoint_noise(config):
     # Enabled with zero noise: the batches of no augmentation, bit for bit.
     noisy_config.data.augment.keypoint_noise = 0.0
     assert_same_batches([next(pipeline.window_batches(noisy_config, "train", seed=0))], [plain])
+
+
+# --------------------------------------------------------------------------- several processes
+
+
+def noisy(config):
+    c = small_config(config.data.cache_dir)
+    c.data.augment = dict(enabled=True, keypoint_noise=0.01)
+    return c
+
+
+def test_processes_draw_distinct_windows_that_make_the_single_process_batch(config):
+    one_clip = small_config(config.data.cache_dir, train_clips=1)
+    one_clip.data.augment = dict(enabled=True, keypoint_noise=0.01)
+    # One clip: every element is the same record, so only the random streams tell them apart.
+    first, second = (next(pipeline.window_batches(one_clip, "train", seed=0, process_index=i, process_count=2))
+                     for i in range(2))
+    np.testing.assert_array_equal(first["reference"], second["reference"])
+    assert not np.array_equal(first["keypoints"], second["keypoints"])  # other noise
+    assert not np.array_equal(first["mel"], second["mel"])  # other window starts
+    # The two shares, concatenated in process order, are the one-process global batches.
+    whole = take(pipeline.window_batches(noisy(config), "train", seed=0), 3)
+    shares = [take(pipeline.window_batches(noisy(config), "train", seed=0, process_index=i, process_count=2), 3)
+              for i in range(2)]
+    joined = [{k: np.concatenate([a[k], b[k]]) for k in a} for a, b in zip(*shares)]
+    assert_same_batches(joined, whole)
+
+
+def test_a_process_share_resumes_exactly(config):
+    iterator = pipeline.window_batches(noisy(config), "train", seed=0, process_index=1, process_count=2)
+    take(iterator, 4)  # past an epoch of this process's share
+    state = iterator.get_state()
+    expected = take(iterator, 3)
+    resumed = pipeline.window_batches(noisy(config), "train", seed=0, process_index=1, process_count=2)
+    resumed.set_state(state)
+    assert_same_batches(take(resumed, 3), expected)
+
+
+def test_a_batch_that_does_not_split_over_processes_is_one_line(config):
+    with pytest.raises(InputError, match="train.batch_size=4: does not split over 3 processes"):
+        pipeline.window_batches(config, "train", seed=0, process_index=0, process_count=3)
+
+
+def test_eval_batches_are_whole_global_batches_split_over_processes():
+    items = list(range(11))
+    shares = [list(pipeline.eval_batches(items, lambda i: {"i": i}, global_batch_size=4, process_index=p,
+                                         process_count=2)) for p in range(2)]
+    assert [len(s) for s in shares] == [2, 2]  # 11 -> 8 kept: two global batches of 4
+    joined = [np.concatenate([a["i"], b["i"]]) for a, b in zip(*shares)]
+    np.testing.assert_array_equal(np.concatenate(joined), np.arange(8))
+
+
+def test_a_source_whose_every_record_is_filtered_out_stops_with_one_line(tmp_path):
+    short = [records.encode_clip(synthetic.make_clip(s, language="en", size=128, render=False).to_record())
+             for s in range(2)]
+    records.write_shards(tmp_path / "shards", short, num_shards=1)
+    frames = min(len(records.decode_clip(r)["keypoints"]) for r in short)
+    config = small_config(tmp_path / "cache", source="records", path=str(tmp_path / "shards"),
+                          eval_path=str(tmp_path / "shards"), window=frames + 3, max_shift=0)
+    with pytest.raises(InputError, match=rf"data.path=.*shards: all 2 records are filtered out "
+                                         rf"\(2 shorter than data.window={frames + 3} frames"):
+        next(pipeline.window_batches(config, "train", seed=0))
+    with pytest.raises(InputError, match=r"data.eval_path=.*: all 2 records are filtered out"):
+        pipeline.window_batches(config, "eval", seed=0)

@@ -4,62 +4,10 @@
     batch = next(batches)                  # dict of numpy arrays, leading axis = local batch
     state = batches.get_state()            # JSON-able; set_state(state) resumes exactly there
 
-Sources (`config.data.source`):
-  * "synthetic": clips made by `t2v.data.synthetic.make_clip` for a fixed plan of seeds,
-    speakers, languages and sentences (`synthetic_plan`), written once as ArrayRecord
-    shards under a cache folder keyed by the plan (and, with pixels, by the frame size
-    and texture), then read like records (`synthetic_shards`);
-  * "records": ArrayRecord shards (`t2v synth --format records`, data preparation):
-    `config.data.path` for "train", `config.data.eval_path` for "eval".
-
-Splits of the synthetic source: "train" speaks the training languages (`data.langs`)
-with training speakers and the training sentences; "eval" uses speakers never trained
-on, sentences never trained on (every `HELD_OUT_SENTENCE_EVERY`-th of each language) and
-alternates between the unseen `data.eval_langs` and the training languages.
-
-Two example makers turn a record into training examples.
-
-Windows (`WindowMaker`, the sync and motion tasks): T = `config.data.window` video frames.
-
-| field          | shape                     | what                                                          |
-| -------------- | ------------------------- | ------------------------------------------------------------- |
-| `mel`          | `[4T, 80]` float32        | log-mel (t2v.audio) of the window                             |
-| `mel_context`  | `[4(T + 2M), 80]` float32 | the same audio with M = `data.max_shift` frames either side (only when M > 0); silence past the clip's ends |
-| `keypoints`    | `[T, 68, 2]` float32      | face-frame keypoints; one frame per clip (the reference's), so head motion stays |
-| `reference`    | `[68, 2]` float32         | the speaker's neutral frontal keypoints in that frame         |
-| `pose`         | `[T, 4]` float32          | `t2v.keypoints.split_pose` of the keypoints against the reference |
-| `mouth`        | `[T, 20, 2]` float32      | pose-free mouth (MOUTH points) minus the reference's mouth     |
-| `reference_image` | `[H, W, 3]` uint8      | only with `data.reference_frame`: a random frame of the clip   |
-
-Frame pairs (`PairMaker`, the render task): two frames of one clip, S = `data.size`.
-
-| field                 | shape             | what                                                 |
-| --------------------- | ----------------- | ---------------------------------------------------- |
-| `reference_image`     | `[S, S, 3]` uint8 | a frame of the clip                                  |
-| `reference_keypoints` | `[68, 2]` float32 | its keypoints, image coordinates scaled to [-1, 1]   |
-| `target_keypoints`    | `[68, 2]` float32 | another frame's keypoints                            |
-| `target_image`        | `[S, S, 3]` uint8 | that frame: what the renderer must produce           |
-| `mouth_box`           | `[4]` float32     | x0, y0, x1, y1 of the target's mouth region, [-1, 1] |
-
-Augmentation (`data.augment`, training examples only, drawn from the example's Grain rng so
-it is deterministic for the seed; eval examples are never augmented):
-  * frame pairs (`PairAugment`): one random similarity per pair (`scale`, `rotation_deg`,
-    `translate`) warps both images and moves both keypoint sets by the same matrix, so the
-    keypoints stay on the same pixels, and the mouth box follows; one photometric jitter
-    (`brightness`, `contrast`, `saturation`) recolours both frames alike, so the renderer is
-    never asked to change colours;
-  * windows: only Gaussian keypoint jitter (`keypoint_noise`, face-frame units; pose and
-    mouth are recomputed from the jittered keypoints). No random similarity: head pose is
-    what the motion model predicts.
-With augmentation off no random number is drawn for it: the examples are those of an
-unaugmented pipeline, bit for bit.
-
-The window dataset is deterministic for a seed, sharded per process (`[process_index::process_count]`
-on the clip order), optionally decoded in worker processes (`data.workers > 0`; each
-worker batches its own slice, so the batches depend on the worker count, still
-deterministically), and its iterator state is checkpointable, with or without workers.
-A record that cannot be decoded is skipped and counted (`WindowMaker.skipped`,
-`PairMaker.skipped`), never fatal.
+Sources, splits, the fields and shapes of window and frame-pair examples, augmentation,
+how the stream splits over processes and workers, and what happens to unusable records:
+docs/pipeline.md. `train_batches` / `eval_batches` are the one place batches are split
+over processes, for every task.
 """
 
 from __future__ import annotations
@@ -82,7 +30,8 @@ import numpy as np
 from PIL import Image
 
 from t2v import audio, keypoints
-from t2v.data import records
+from t2v.errors import InputError
+from t2v.data import records, references
 
 log = logging.getLogger(__name__)
 
@@ -96,21 +45,20 @@ SILENCE_LOG_MEL = float(np.log(audio.LOG_FLOOR))
 # --------------------------------------------------------------------------- clip features
 
 
-def prepare_clip(clip: dict, keep_audio: bool = False) -> dict:
+def prepare_clip(clip: dict, keep_audio: bool = False, reference: str = "detected") -> dict:
     """A decoded clip (records.decode_clip or synthetic) -> whole-clip training features.
 
     Returns `mel [4T, 80]`, `keypoints [T, 68, 2]` and `reference [68, 2]` in the
     reference's face frame, `pose [T, 4]`, `mouth [T, 20, 2]`, `energy [T]` (frame RMS),
     plus `clip_id`, `speaker`, `language` when the clip has them, and with `keep_audio`
     the waveform `audio [samples]` and its `sample_rate` (for sample videos; training
-    needs only the mel). The reference is the clip's `neutral_keypoints`, or the median
-    of its frames when it has none.
+    needs only the mel). The reference is taken as inference takes it, from a pinned frame
+    of the clip (`reference="detected"`, its index in `reference_frame`), or is the clip's
+    neutral face (`"neutral"`, an ablation): `t2v.data.references`.
     """
     points_px = np.asarray(clip["keypoints"], np.float32)
-    neutral_px = clip.get("neutral_keypoints")
-    if neutral_px is None:
-        neutral_px = np.median(points_px, axis=0)
-    reference, frame = keypoints.normalise(np.asarray(neutral_px, np.float32))
+    reference_px, reference_index = references.reference_keypoints(clip, points_px, reference)
+    reference, frame = keypoints.normalise(reference_px)
     points = (points_px - frame.origin) / frame.scale
     pose, _ = keypoints.split_pose(points, reference)
     wave = np.asarray(clip["audio"], np.float32)
@@ -123,6 +71,8 @@ def prepare_clip(clip: dict, keep_audio: bool = False) -> dict:
         "mouth": pose_free_mouth(points, reference).astype(np.float32),
         "energy": audio.frame_energy(wave, rate),
     }
+    if reference_index is not None:
+        prepared["reference_frame"] = reference_index
     for name in ("clip_id", "speaker", "language", "transcript", "frames"):
         if clip.get(name) is not None:
             prepared[name] = clip[name]
@@ -172,7 +122,10 @@ class WindowMaker:
     reference_frame: bool = False
     cache_clips: int = 4096  # prepared clips kept per process: features are made once per clip, not per window
     keypoint_noise: float = 0.0  # std of Gaussian jitter on training keypoints, face-frame units (0 = off)
+    reference: str = "detected"  # data.reference: "detected" (a pinned frame, as at inference) or "neutral"
     skipped: int = 0
+    skip_reasons: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    longest_short_clip: int = 0  # frames of the longest clip skipped as shorter than the window
     _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
     _cache: collections.OrderedDict = dataclasses.field(default_factory=collections.OrderedDict, repr=False)
 
@@ -187,12 +140,29 @@ class WindowMaker:
     def decode(self, record: bytes, where: str, keep_audio: bool = False) -> dict | None:
         """The prepared clip of `record`, or None (counted in `skipped`) if it is corrupt."""
         try:
-            return prepare_clip(records.decode_clip(record, decode_frames=self.reference_frame), keep_audio)
+            return prepare_clip(records.decode_clip(record, decode_frames=self.reference_frame), keep_audio,
+                                self.reference)
         except (records.RecordError, ValueError) as error:
-            with self._lock:
-                self.skipped += 1
+            self.count_skip("undecodable")
             log.warning("skipping %s: %s", where, error)
             return None
+
+    def count_skip(self, reason: str, frames: int = 0) -> None:
+        with self._lock:
+            self.skipped += 1
+            self.skip_reasons[reason] += 1
+            self.longest_short_clip = max(self.longest_short_clip, frames)
+
+    def skip_summary(self) -> str:
+        """Why records were dropped, e.g. '40 shorter than data.window=32 frames (the longest has 29)'."""
+        parts = []
+        for reason, count in sorted(self.skip_reasons.items()):
+            if reason == "short":
+                parts.append(f"{count} shorter than data.window={self.window} frames "
+                             f"(the longest has {self.longest_short_clip})")
+            else:
+                parts.append(f"{count} {reason}")
+        return "; ".join(parts) or "no record was read"
 
     def example(self, clip: dict, start: int) -> dict:
         t = self.window
@@ -237,8 +207,7 @@ class WindowMaker:
                 return self._cache[index]
         clip = self.decode(self.source[index], f"record {index} of {self.source}")
         if clip is not None and len(clip["keypoints"]) < self.window:
-            with self._lock:
-                self.skipped += 1
+            self.count_skip("short", len(clip["keypoints"]))
             log.warning("skipping record %d: %d frames, shorter than the window %d",
                         index, len(clip["keypoints"]), self.window)
             clip = None
@@ -299,17 +268,26 @@ class PairMaker:
         self.mouth_margin = mouth_margin
         self.augment = augment
         self.skipped = 0
+        self.skip_reasons = collections.Counter()
+
+    def count_skip(self, reason: str) -> None:
+        self.skipped += 1
+        self.skip_reasons[reason] += 1
+
+    def skip_summary(self) -> str:
+        """Why records were dropped, e.g. '3 undecodable; 5 without one frame per keypoint frame'."""
+        return "; ".join(f"{n} {reason}" for reason, n in sorted(self.skip_reasons.items())) or "no record was read"
 
     def decode(self, record: bytes, where: str) -> dict | None:
         """The clip with its frames still JPEG bytes, or None (counted) if it is unusable."""
         try:
             clip = records.decode_clip(record, decode_frames=False)
         except records.RecordError as error:
-            self.skipped += 1
+            self.count_skip("undecodable")
             log.warning("skipping %s: %s", where, error)
             return None
         if not clip.get("frames") or len(clip["frames"]) != len(clip["keypoints"]):
-            self.skipped += 1
+            self.count_skip("without one frame per keypoint frame")
             log.warning("skipping %s (clip %s): no frames, or not one per keypoint frame", where, clip.get("clip_id"))
             return None
         return clip
@@ -484,7 +462,8 @@ def synthetic_plan(data_config: ml_collections.ConfigDict, split: str, seed: int
     eval_langs = _languages(data_config.eval_langs)
     if split == "train":
         count, langs, speakers = int(data_config.train_clips), train_langs, int(data_config.get("train_speakers", 16))
-        first_speaker, held_out = 0, False
+        # data.train_speaker_offset: a sync judge trains on speakers no loss expert saw.
+        first_speaker, held_out = int(data_config.get("train_speaker_offset", 0)), False
     elif split == "eval":
         # Alternate the unseen language(s) with the training ones (on held-out sentences).
         count, held_out = int(data_config.eval_clips), True
@@ -575,6 +554,15 @@ def record_shards(path: str, what: str) -> list[str]:
     return found
 
 
+def source_name(config: ml_collections.ConfigDict, split: str) -> str:
+    """The flag naming where `split` comes from, for messages: 'data.path=/x', 'synthetic train clips'."""
+    data = config.data
+    if data.source == "records":
+        key = "path" if split == "train" else "eval_path"
+        return f"data.{key}={data.get(key, '')}"
+    return f"data.source={data.source} ({split} clips)"
+
+
 def shard_paths(config: ml_collections.ConfigDict, split: str, seed: int, *, render: bool = False) -> list[str]:
     """The ArrayRecord files of `split`; `render`: synthetic clips with frames (records have
     frames or not, as they were written)."""
@@ -604,7 +592,7 @@ def load_clips(config: ml_collections.ConfigDict, split: str, seed: int | None =
     Every clip, or the first `limit` readable ones; `keep_audio` keeps each clip's waveform.
     """
     seed = config.seed if seed is None else seed
-    maker = WindowMaker(int(config.data.window), cache_clips=0)
+    maker = WindowMaker(int(config.data.window), cache_clips=0, reference=str(config.data.get("reference", "detected")))
     source = record_source(shard_paths(config, split, seed))
     clips = []
     for i in range(len(source)):
@@ -616,49 +604,150 @@ def load_clips(config: ml_collections.ConfigDict, split: str, seed: int | None =
     return clips
 
 
-# --------------------------------------------------------------------------- datasets
+# --------------------------------------------------------------------------- processes and batches
+
+
+def local_batch_size(global_batch_size: int, process_count: int) -> int:
+    """This process's share of `train.batch_size`; InputError if it does not split evenly."""
+    local, remainder = divmod(int(global_batch_size), process_count)
+    if remainder or local == 0:
+        raise InputError(f"train.batch_size={global_batch_size}: does not split over {process_count} processes")
+    return local
+
+
+class ProcessShare(grain.MapDataset):
+    """Process `p`'s part of every global batch: elements `[b*G + p*L, b*G + (p+1)*L)` of the
+    parent for local batch `b` (L = local batch, G = L * process count).
+
+    Contiguous blocks, not `[p::n]`, so the global batch (`jax.make_array_from_process_local_data`
+    concatenates in process order) is the one a single process would draw, element for element.
+    """
+
+    def __init__(self, parent: grain.MapDataset, local_batch: int, process_index: int, process_count: int):
+        super().__init__(parent)
+        if not 0 <= process_index < process_count:
+            raise ValueError(f"process_index={process_index} is not in [0, {process_count})")
+        self._local, self._count, self._index = int(local_batch), int(process_count), int(process_index)
+
+    def __len__(self) -> int:
+        return len(self._parent) // (self._local * self._count) * self._local
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        batch, offset = divmod(int(index), self._local)
+        return self._parent[(batch * self._count + self._index) * self._local + offset]
+
+    def __str__(self) -> str:
+        return f"ProcessShare(process {self._index} of {self._count}, local batch {self._local})"
+
+
+class FilterGuard:
+    """An example maker `(element, rng) -> example | None` that cannot spin forever.
+
+    Grain drops the Nones of a map, so a source whose every record is filtered out (clips
+    shorter than the window, ...) would loop without end. After as many misses in a row as
+    there are records, before any example came out, every record is tried once: if none
+    gives an example, InputError names the source and the filter (`maker.skip_summary()`).
+    Runs in each reader thread / worker process; the check costs one pass, once.
+    """
+
+    def __init__(self, maker, elements: grain.MapDataset, what: str):
+        self.maker, self.elements, self.what = maker, elements, what
+        self.found = False
+        self.misses = 0
+
+    def __call__(self, element, rng: np.random.Generator):
+        example = self.maker(element, rng)
+        if example is not None:
+            self.found = True
+        elif not self.found:
+            self.misses += 1
+            if self.misses >= len(self.elements):
+                self.check_every_record(rng)
+        return example
+
+    def check_every_record(self, rng: np.random.Generator) -> None:
+        self.maker.skip_reasons.clear()  # count each record once in the message
+        for i in range(len(self.elements)):
+            if self.maker(self.elements[i], rng) is not None:
+                self.found = True
+                return
+        raise InputError(f"{self.what}: all {len(self.elements)} records are filtered out "
+                         f"({self.maker.skip_summary()})")
+
+
+def train_batches(elements: grain.MapDataset, maker, *, seed: int, global_batch_size: int, process_index: int,
+                  process_count: int, threads: int = 1, workers: int = 0, what: str = "the training data") -> Iterator[dict]:
+    """Infinite, checkpointable batches of `maker(element, rng)` over `elements` for this process.
+
+    The random ops (epoch shuffles, the example's rng) come BEFORE the split over processes,
+    so element j of the global stream has the rng of j whichever process reads it: processes
+    (and Grain workers, which slice this process's stream) draw distinct windows and
+    augmentations, 2 processes x 4 devices see the global batches of 1 x 8, and a resumed
+    iterator (`get_state` / `set_state`) continues exactly. With workers each batches its own
+    slice: batches then depend on the worker count (still deterministically).
+    """
+    local = local_batch_size(global_batch_size, process_count)
+    guard = FilterGuard(maker, elements, what)
+    ds = elements.shuffle(seed=seed).repeat().random_map(guard, seed=seed)
+    ds = ProcessShare(ds, local, process_index, process_count)
+    # Few threads: this machine may have 2 cores; workers (processes) scale further.
+    ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * local))
+    ds = ds.batch(local, drop_remainder=True)
+    if workers > 0:
+        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+    return iter(ds)
+
+
+def eval_batches(items: list, make_example, *, global_batch_size: int, process_index: int, process_count: int,
+                 what: str = "the eval data") -> Iterator[dict]:
+    """Finite, fixed batches of `make_example(item)` for this process's share of `items`.
+
+    The global remainder is dropped first, so every process sees the same number of
+    batches (a collective per batch must not wait for a process that has none).
+    """
+    local = local_batch_size(global_batch_size, process_count)
+    global_batch = local * process_count
+    kept = len(items) // global_batch * global_batch
+    if kept < len(items):
+        log.info("%s: %d of %d eval examples kept (whole global batches of %d)", what, kept, len(items), global_batch)
+    ds = ProcessShare(grain.MapDataset.source(list(items[:kept])), local, process_index, process_count)
+    return iter(ds.map(make_example).batch(local, drop_remainder=True).to_iter_dataset())
+
+
+# --------------------------------------------------------------------------- windows datasets
 
 
 def window_batches(
     config: ml_collections.ConfigDict, split: str, *, seed: int, process_index: int = 0, process_count: int = 1,
     maker: WindowMaker | None = None,
 ) -> Iterator[dict]:
-    """This process's batches of `split` (see the module docstring for the fields).
+    """This process's batches of `split` (fields: docs/pipeline.md).
 
     "train": infinite, reshuffled every epoch, random windows, checkpointable iterator.
     "eval": finite and fixed (`data.eval_windows` windows per clip), the same every call.
     The local batch is `train.batch_size // process_count`.
     """
     data = config.data
-    batch_size, remainder = divmod(int(config.train.batch_size), process_count)
-    if remainder:
-        raise ValueError(f"train.batch_size={config.train.batch_size} does not split over {process_count} processes")
     augment = augment_config(data)
     maker = maker or WindowMaker(int(data.window), int(data.get("max_shift", 0)),
                                  reference_frame=bool(data.get("reference_frame", False)),
-                                 keypoint_noise=float(augment.get("keypoint_noise", 0.0)) if augment else 0.0)
+                                 keypoint_noise=float(augment.get("keypoint_noise", 0.0)) if augment else 0.0,
+                                 reference=str(data.get("reference", "detected")))
     maker.source = record_source(shard_paths(config, split, seed))
-    indices = grain.MapDataset.range(len(maker.source))
+    what = source_name(config, split)
+    shares = dict(global_batch_size=int(config.train.batch_size), process_index=process_index,
+                  process_count=process_count, what=what)
     if split == "train":
-        ds = indices.shuffle(seed=seed).repeat()[process_index::process_count].random_map(maker, seed=seed)
-        # Few threads: this machine may have 2 cores; workers (processes) scale further.
-        ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=int(data.get("threads", 1)),
-                                                  prefetch_buffer_size=2 * batch_size))
-        ds = ds.batch(batch_size, drop_remainder=True)
-        workers = int(data.get("workers", 0))
-        if workers > 0:
-            ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
-        return iter(ds)
+        return train_batches(grain.MapDataset.range(len(maker.source)), maker, seed=seed,
+                             threads=int(data.get("threads", 1)), workers=int(data.get("workers", 0)), **shares)
     per_clip = int(data.get("eval_windows", 2))
-
-    def windows(index):
+    starts = []  # (record, window start): the same list on every process
+    for index in range(len(maker.source)):
         clip = maker.clip(index)
-        if clip is None:
-            return []
-        return [maker.example(clip, s) for s in eval_windows(clip, maker.window, maker.max_shift, per_clip)]
-
-    examples = [e for i in range(len(maker.source)) for e in windows(i)]
-    # Every process must see the same number of batches: drop the global remainder first.
-    examples = examples[: len(examples) // (batch_size * process_count) * batch_size * process_count]
-    ds = grain.MapDataset.source(examples)[process_index::process_count]
-    return iter(ds.batch(batch_size, drop_remainder=True).to_iter_dataset())
+        if clip is not None:
+            starts.extend((index, s) for s in eval_windows(clip, maker.window, maker.max_shift, per_clip))
+    if not starts:
+        raise InputError(f"{what}: all {len(maker.source)} records are filtered out ({maker.skip_summary()})")
+    return eval_batches(starts, lambda item: maker.example(maker.clip(item[0]), item[1]), **shares)

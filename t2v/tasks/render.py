@@ -268,26 +268,17 @@ class RenderTask(Task):
         return maker.pair(maker.decode(source[index], f"eval record {index}"), reference_index, target_index)
 
     def dataset(self, split, *, seed, process_index, process_count):
-        batch_size, remainder = divmod(int(self.config.train.batch_size), process_count)
-        if remainder:
-            raise ValueError(f"train.batch_size={self.config.train.batch_size} does not split over {process_count} processes")
+        shares = dict(global_batch_size=int(self.config.train.batch_size), process_index=process_index,
+                      process_count=process_count, what=pipeline.source_name(self.config, split))
         if split == "train":
             source = pipeline.record_source(self._shards("train", seed))
-            ds = grain.MapDataset.source(source).map_with_index(lambda i, r: (i, r))
-            ds = ds.shuffle(seed=seed).repeat()[process_index::process_count].random_map(self._pair_maker(), seed=seed)
-            ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2 * batch_size))
-            ds = ds.batch(batch_size, drop_remainder=True)
-            workers = int(self.config.data.get("workers", 0))
-            if workers > 0:
-                ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
-            return iter(ds)
+            indexed = grain.MapDataset.source(source).map_with_index(lambda i, r: (i, r))
+            return pipeline.train_batches(indexed, self._pair_maker(), seed=seed, threads=2,
+                                          workers=int(self.config.data.get("workers", 0)), **shares)
         if split != "eval":
             raise ValueError(f"render task: unknown split {split!r}: expected 'train' or 'eval'")
         source, pairs = self.eval_pairs(seed)
-        # Every process must see the same number of batches: drop the global remainder first.
-        pairs = pairs[: len(pairs) // (batch_size * process_count) * batch_size * process_count]
-        ds = grain.MapDataset.source(pairs)[process_index::process_count].map(lambda p: self.eval_example(source, p))
-        return iter(ds.batch(batch_size, drop_remainder=True).to_iter_dataset())
+        return pipeline.eval_batches(pairs, lambda p: self.eval_example(source, p), **shares)
 
     # -- model -----------------------------------------------------------------------------
     def _condition(self, target_keypoints):
