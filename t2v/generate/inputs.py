@@ -1,0 +1,110 @@
+"""Generation's inputs, checked: the photo, the speech, and the face in the photo.
+
+Bad input raises `t2v.errors.InputError`, one line naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+
+import av
+import numpy as np
+import soundfile
+from PIL import Image, ImageOps
+
+from t2v import audio
+from t2v.errors import InputError
+
+DEFAULT_MAX_SECONDS = 600.0  # longer speech is refused: its wave, mel and keypoints stay in memory
+DETECT_MAX_SIDE = 1280  # photos are searched for faces at most this large (the fit uses full size)
+
+
+def read_photo(path: str | os.PathLike) -> np.ndarray:
+    """A photo file as uint8 RGB `[H, W, 3]`, turned upright by its EXIF orientation."""
+    name = os.fspath(path)
+    if not os.path.isfile(name):
+        raise InputError(f"{name}: no such file")
+    try:
+        with Image.open(name) as image:
+            upright = ImageOps.exif_transpose(image)
+            return np.asarray(upright.convert("RGB"))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        reason = type(error).__name__ if name in str(error) else " ".join(str(error).split())
+        raise InputError(f"{name}: not a readable image ({reason})") from None
+
+
+def read_speech(path: str | os.PathLike, max_seconds: float = DEFAULT_MAX_SECONDS) -> np.ndarray:
+    """Speech from any audio (or video) file as a 16 kHz wave `[samples]`, refusing files
+    longer than `max_seconds` before decoding them when their header says how long they are."""
+    name = os.fspath(path)
+    stated = _stated_seconds(name)
+    if stated is not None and stated > max_seconds:
+        raise InputError(_too_long(name, stated, max_seconds))
+    try:
+        wave = audio.load_audio(name)
+    except audio.AudioError as error:  # one line naming the file already
+        if isinstance(error, InputError):
+            raise
+        raise InputError(str(error)) from error
+    seconds = len(wave) / audio.SAMPLE_RATE
+    if seconds > max_seconds:
+        raise InputError(_too_long(name, seconds, max_seconds))
+    return wave
+
+
+def log_mel_in_chunks(wave: np.ndarray, chunk_seconds: float = 30.0) -> np.ndarray:
+    """`audio.log_mel` of a 16 kHz wave `[samples]`, computed `chunk_seconds` at a time:
+    the same `[4T, 80]`, without the whole-wave float64 copies `log_mel` makes inside.
+
+    Chunks start on video-frame boundaries (640 samples = 4 mel hops, so the mel grid
+    stays put) and read one video frame of audio either side, more than a mel window's
+    reach (280 samples), so every kept row sees exactly the samples it sees in one pass.
+    """
+    frames = audio.num_video_frames(len(wave))
+    step = audio.SAMPLES_PER_FRAME
+    chunk_frames = max(1, int(chunk_seconds * audio.FPS))
+    mel = np.empty((audio.mel_frames_for(frames), audio.N_MELS), np.float32)
+    for first in range(0, frames, chunk_frames):
+        last = min(first + chunk_frames, frames)
+        context = min(first, 1)  # frames of audio read before the chunk (none at the start)
+        piece = wave[(first - context) * step : (last + 1) * step]
+        rows = audio.log_mel(piece)[audio.mel_frames_for(context) : audio.mel_frames_for(context + last - first)]
+        mel[audio.mel_frames_for(first) : audio.mel_frames_for(last)] = rows
+    return mel
+
+
+def _too_long(name: str, seconds: float, max_seconds: float) -> str:
+    return f"{name}: audio is {seconds:.1f} s long, over the limit of {max_seconds:g} s"
+
+
+def _stated_seconds(name: str) -> float | None:
+    """The duration a file's header states, or None (unreadable files are load_audio's to report)."""
+    try:
+        if name.lower().endswith((".wav", ".flac")):
+            return float(soundfile.info(name).duration)
+        with av.open(name) as container:
+            return container.duration / av.time_base if container.duration else None
+    except Exception:  # noqa: BLE001 - any failure here is diagnosed by load_audio with its own message
+        return None
+
+
+def detect_faces(detector, image: np.ndarray, max_side: int) -> np.ndarray:
+    """Face boxes `[faces, 4]` in `image`'s pixels, searched on a copy at most `max_side` large."""
+    height, width = image.shape[:2]
+    factor = min(1.0, max_side / max(height, width))
+    if factor == 1.0:
+        return detector.detect(image)
+    small = np.asarray(Image.fromarray(image).resize((round(width * factor), round(height * factor)), Image.BILINEAR))
+    return detector.detect(small) / factor
+
+
+def largest_box(boxes: np.ndarray) -> np.ndarray:
+    return boxes[int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))]
+
+
+def find_face(detector, image: np.ndarray, name: str) -> tuple[np.ndarray, int]:
+    """Landmarks `[68, 2]` (pixels) of the largest face in a photo and how many faces it holds."""
+    boxes = detect_faces(detector, image, DETECT_MAX_SIDE)
+    if not len(boxes):
+        raise InputError(f"{name}: no face found")
+    return detector.fit(image, largest_box(boxes)), len(boxes)
