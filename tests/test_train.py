@@ -1,18 +1,23 @@
-"""The generic loop end to end on the toy task: outputs, resume, preemption, NaN guard."""
+"""The generic loop end to end on the toy task (outputs, resume, preemption, NaN guard), then\neach of its pieces alone: the update step, the state's layout, the evaluator, preemption, logs."""
 
 import json
 import logging
 import signal
 import subprocess
 import time
+from functools import partial
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from jax.sharding import PartitionSpec
 
 import toy_task
 from t2v import checkpoint as checkpoint_lib
+from t2v import optim, parallel
+from t2v import train as train_lib
 from t2v.train import train_and_evaluate
 
 
@@ -152,3 +157,173 @@ def test_bfloat16_compute_keeps_float32_parameters_and_tracks_float32(tmp_path):
 def test_batch_that_does_not_split_over_the_mesh_is_rejected(tmp_path):
     with pytest.raises(ValueError, match=r"train.batch_size=12: must split"):
         train_and_evaluate(toy_task.toy_config(batch_size=12), tmp_path)
+
+
+# -- the pieces, each alone ------------------------------------------------------------------
+def toy_pieces(**optimizer):
+    config = toy_task.toy_config()
+    config.toy.input_jitter = 0.0  # the loss then depends on the batch alone, not on the step's key
+    config.optimizer.update(optimizer)
+    task = toy_task.ToyTask(config)
+    tx = optim.make_optimizer(config.optimizer, total_steps=config.train.steps)
+    schedule = optim.learning_rate_schedule(config.optimizer, config.train.steps)
+    return config, task, tx, schedule
+
+
+def toy_batches(task, count, size=16, start=0):
+    return [jax.tree.map(lambda *xs: np.stack(xs), *[task._example("train", start + b * size + i) for i in range(size)])
+            for b in range(count)]
+
+
+def fresh_state(task, tx, batch):
+    init_rng, train_rng = jax.random.split(jax.random.PRNGKey(0))
+    return jax.jit(partial(train_lib.create_train_state, task, tx))(init_rng, train_rng, batch)
+
+
+def run_steps(train_step, state, batches):
+    step = jax.jit(train_step)
+    logged = []
+    for batch in batches:
+        state, metrics = step(state, batch)
+        logged.append(jax.device_get(metrics))
+    return state, logged
+
+
+def assert_trees_equal(a, b):
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(a), jax.device_get(b))
+
+
+def test_train_step_lowers_the_loss_and_skips_a_nonfinite_batch():
+    config, task, tx, schedule = toy_pieces()
+    train_step = train_lib.make_train_step(task, tx, schedule, ema_decay=0.9)
+    batches = toy_batches(task, 6)
+    state, logged = run_steps(train_step, fresh_state(task, tx, batches[0]), batches)
+    assert logged[-1]["loss"] < logged[0]["loss"]
+    assert int(state.step) == 6 and int(state.applied_updates) == 6
+
+    poisoned = dict(batches[0], x=np.full_like(batches[0]["x"], np.nan))
+    after, (metrics,) = run_steps(train_step, state, [poisoned])
+    for name in ("params", "opt_state", "ema_params"):
+        assert_trees_equal(getattr(after, name), getattr(state, name))
+    assert (int(after.step), int(after.nonfinite_in_row), int(after.nonfinite_total)) == (7, 1, 1)
+    assert not np.isfinite(metrics["loss"])
+
+
+def test_skipped_steps_do_not_move_the_learning_rate_schedule():
+    # warmup 4: each update's rate differs, so an update taken at the wrong count shows.
+    config, task, tx, schedule = toy_pieces(warmup_steps=4)
+    train_step = train_lib.make_train_step(task, tx, schedule, ema_decay=0.9)
+    good = toy_batches(task, 2)
+    poisoned = dict(good[0], x=np.full_like(good[0]["x"], np.nan))
+    start = fresh_state(task, tx, good[0])
+    with_skip, logged_with_skip = run_steps(train_step, start, [good[0], poisoned, poisoned, good[1]])
+    without, logged_without = run_steps(train_step, start, good)
+    assert int(with_skip.step) == 4 and int(with_skip.applied_updates) == 2
+    for name in ("params", "opt_state", "ema_params"):
+        assert_trees_equal(getattr(with_skip, name), getattr(without, name))
+    assert logged_with_skip[3]["lr"] == logged_without[1]["lr"] == pytest.approx(float(schedule(1)))
+
+
+def test_accumulated_micro_batches_equal_one_big_batch():
+    config, task, tx, schedule = toy_pieces()
+    batches = toy_batches(task, 2)
+    start = fresh_state(task, tx, batches[0])
+    states = {}
+    for accum in (1, 4):
+        step = train_lib.make_train_step(task, tx, schedule, ema_decay=0.9, grad_accum=accum)
+        states[accum], _ = run_steps(step, start, batches)
+    jax.tree.map(partial(np.testing.assert_allclose, atol=2e-6), jax.device_get(states[4].params),
+                 jax.device_get(states[1].params))
+
+
+class DtypeSpy(toy_task.ToyTask):
+    """The toy task, recording the dtypes its loss is traced with."""
+
+    seen: dict = {}
+
+    def loss(self, params, batch, rng, step):
+        prediction = self._predict(params, batch["x"])
+        loss = jnp.mean(jnp.square(prediction - batch["y"]))  # promoted to float32 by the target
+        DtypeSpy.seen = {"x": batch["x"].dtype, "y": batch["y"].dtype, "prediction": prediction.dtype,
+                         "loss": loss.dtype, "kernel": params["up"]["kernel"].dtype}
+        return loss, {}
+
+
+def test_bfloat16_compute_keeps_float32_targets_and_losses():
+    config = toy_task.toy_config()
+    task = DtypeSpy(config)
+    tx = optim.make_optimizer(config.optimizer, total_steps=config.train.steps)
+    schedule = optim.learning_rate_schedule(config.optimizer, config.train.steps)
+    batch = toy_batches(task, 1)[0]
+    train_step = train_lib.make_train_step(task, tx, schedule, ema_decay=0.9, compute_dtype="bfloat16")
+    state, _ = run_steps(train_step, fresh_state(task, tx, batch), [batch])
+    assert DtypeSpy.seen == {"x": jnp.bfloat16, "y": jnp.float32, "prediction": jnp.bfloat16,
+                             "loss": jnp.float32, "kernel": jnp.bfloat16}
+    assert state.params["up"]["kernel"].dtype == jnp.float32
+
+
+def test_train_state_is_born_sharded_by_the_rules():
+    config, task, tx, _ = toy_pieces()
+    mesh = parallel.make_mesh(dict(data=2, fsdp=4, tensor=1))
+    batch = parallel.shard_batch(toy_batches(task, 1)[0], mesh)
+    abstract_batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), batch)
+    abstract, shardings = train_lib.abstract_train_state(task, tx, abstract_batch, mesh, config.sharding_rules)
+    assert shardings.params["up"]["kernel"].spec == PartitionSpec("fsdp", "tensor")  # ("embed", "mlp")
+    assert abstract.params["up"]["kernel"].sharding == shardings.params["up"]["kernel"]
+    assert shardings.step.spec == PartitionSpec()
+    init_rng, train_rng = jax.random.split(jax.random.PRNGKey(0))
+    state = jax.jit(partial(train_lib.create_train_state, task, tx), out_shardings=shardings)(
+        init_rng, train_rng, batch)
+    assert state.params["up"]["kernel"].sharding.spec == PartitionSpec("fsdp", "tensor")
+
+
+def test_evaluator_averages_the_eval_batches_and_writes_samples(tmp_path):
+    config, task, tx, _ = toy_pieces()
+    mesh = parallel.make_mesh(dict(data=-1))
+    batches = toy_batches(task, 3)
+    params = jax.device_get(fresh_state(task, tx, batches[0]).params)
+    shardings = jax.tree.map(lambda _: parallel.replicated(mesh), params)
+    written = []
+
+    class Writer:
+        def write_eval(self, step, metrics):
+            written.append((step, metrics))
+
+    evaluator = train_lib.Evaluator(task, lambda: iter(batches), mesh, shardings, jax.random.PRNGKey(1),
+                                    num_batches=2, samples_dir=tmp_path, writer=Writer())
+    metrics = evaluator(params, step=7)
+    expected = np.mean([task.eval_metrics(params, b, None)["loss"] for b in batches[:2]])
+    assert metrics["eval/loss"] == pytest.approx(float(expected), rel=1e-5)
+    assert written == [(7, metrics)]
+    assert (tmp_path / "step_7/predictions.json").exists()
+
+
+def test_preemption_flags_sigterm_and_restores_the_handler():
+    before = signal.getsignal(signal.SIGTERM)
+    with train_lib.Preemption() as preemption:
+        assert not preemption.reached(0)
+        signal.raise_signal(signal.SIGTERM)
+        assert preemption.reached(1)
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_metric_writer_drops_repeated_steps_and_a_torn_last_line(tmp_path, caplog):
+    lines = [json.dumps({"step": s, "loss": 1.0}) for s in (1, 2, 3)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + '\n{"step": 4, "lo')  # cut by SIGKILL
+    with caplog.at_level(logging.WARNING):
+        writer = train_lib.MetricWriter(tmp_path, resume_step=2)
+    writer.write_train(3, {"loss": np.float32(0.5), "lr": 0.1, "mse": np.nan}, 2.0, 32.0)
+    writer.close()
+    records = read_jsonl(tmp_path)
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert records[-1]["loss"] == 0.5 and records[-1]["metrics"] == {"mse": None}
+    assert "torn" in caplog.text
+
+
+def test_a_torn_metrics_line_does_not_break_the_resume(tmp_path):
+    train_and_evaluate(toy_task.toy_config(steps=4, eval_every=0), tmp_path)
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 5, "loss": 0.')  # what a SIGKILL mid-write leaves
+    final = train_and_evaluate(toy_task.toy_config(steps=6, eval_every=0), tmp_path)
+    assert final["step"] == 6
+    assert [r["step"] for r in read_jsonl(tmp_path)] == list(range(1, 7))

@@ -82,6 +82,8 @@ class ToyMLP(nn.Module):
 
 @register("toy")
 class ToyTask(Task):
+    compute_inputs = ("x",)  # the MLP has no dtype of its own: bf16 inputs make it compute in bf16
+
     def __init__(self, config):
         super().__init__(config)
         self.settings = config.toy

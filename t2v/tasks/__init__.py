@@ -53,12 +53,16 @@ class Task(abc.ABC):
     decides how they are laid out on the mesh; the mesh and rules are active while a step
     is traced, so activations may use `nn.with_logical_constraint`.
 
-    With `train.compute_dtype = "bfloat16"` the loop hands `loss` bf16 params AND bf16
-    floating-point batch inputs (fp32 master params stay with the optimizer): upcast
-    before reductions that need the precision.
+    With `train.compute_dtype = "bfloat16"` the loop hands `loss` bf16 params (fp32 master
+    params stay with the optimizer) and casts only the batch entries named in
+    `compute_inputs`; every other entry, the targets above all, arrives as the input
+    pipeline made it (float32), so losses against them are computed in float32. Models
+    built with `dtype=compute_dtype` cast their inputs themselves. The loop casts the loss
+    and metrics to float32.
     """
 
     name: str = ""
+    compute_inputs: tuple[str, ...] = ()  # batch entries cast to train.compute_dtype for `loss`
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
