@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -35,6 +36,14 @@ import t2v
 from t2v import config as config_lib
 
 CHECKPOINTS, STATE, DATA, META = "checkpoints", "state", "data", "meta"
+
+
+def workdir_path(path: str | os.PathLike) -> epath.Path:
+    """A workdir (or any user path) as an `etils.epath.Path`: a cloud URL (gs://, s3://) stays
+    one -- `pathlib.Path("gs://b/x")` would be the local folder `gs:/b/x` -- and a local path
+    is made absolute."""
+    path = epath.Path(path)
+    return path if "://" in os.fspath(path) else path.absolute()
 
 
 # -- the input iterator's state: one JSON file per process ---------------------------------
@@ -104,7 +113,7 @@ class Checkpointer:
             raise ValueError(f"train.keep={keep}: keep at least one checkpoint")
         if best_mode not in ("min", "max"):
             raise ValueError(f"train.best_mode={best_mode!r}: expected 'min' or 'max'")
-        self.directory = Path(workdir).absolute() / CHECKPOINTS
+        self.directory = workdir_path(workdir) / CHECKPOINTS
         self.best_metric = best_metric
         policy = ocp.checkpoint_managers.LatestN(n=keep)
         best_fn = None
@@ -202,9 +211,9 @@ class Checkpointer:
         self.manager.close()
 
 
-def write_config(config: ml_collections.ConfigDict, workdir: str | Path) -> Path:
+def write_config(config: ml_collections.ConfigDict, workdir: str | Path) -> epath.Path:
     """workdir/config.json beside workdir/checkpoints (process 0 only writes)."""
-    path = Path(workdir) / "config.json"
+    path = workdir_path(workdir) / "config.json"
     if jax.process_index() == 0:
         config_lib.write(config, workdir)
     return path
@@ -218,7 +227,7 @@ def abstract_like(tree: Any, shardings: Any) -> Any:
 # -- reading a finished workdir ----------------------------------------------------------
 def read_config(workdir: str | Path) -> ml_collections.ConfigDict:
     """The config a workdir was trained with (its config.json)."""
-    path = Path(workdir) / "config.json"
+    path = workdir_path(workdir) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (is {workdir} a t2v workdir?)")
     return ml_collections.ConfigDict(json.loads(path.read_text())["config"])
@@ -226,14 +235,14 @@ def read_config(workdir: str | Path) -> ml_collections.ConfigDict:
 
 def saved_steps(workdir: str | Path) -> list[int]:
     """The steps with a saved train state under `workdir/checkpoints`, ascending."""
-    root = Path(workdir).absolute() / CHECKPOINTS
+    root = workdir_path(workdir) / CHECKPOINTS
     return sorted(int(p.name) for p in root.glob("*") if p.name.isdigit() and (p / STATE).is_dir())
 
 
 def load_params(workdir: str | Path, step: int | None = None, ema: bool = True) -> Any:
     """Parameters (the EMA ones by default) of the latest (or `step`) checkpoint in `workdir`,
     as arrays on the first local device, whatever mesh they were saved from."""
-    root = Path(workdir).absolute() / CHECKPOINTS
+    root = workdir_path(workdir) / CHECKPOINTS
     steps = saved_steps(workdir)
     if not steps:
         raise FileNotFoundError(f"{root}: no checkpoints")
@@ -264,9 +273,9 @@ def checked_params(workdir: str | Path, params: Any, expected: Any) -> Any:
     return params
 
 
-def task_workdirs(checkpoint_dir: str | Path) -> dict[str, Path]:
+def task_workdirs(checkpoint_dir: str | Path) -> dict[str, epath.Path]:
     """{task: workdir} of a one-task workdir, or of a demo workdir's task subfolders."""
-    root = Path(checkpoint_dir)
+    root = workdir_path(checkpoint_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such directory")
     if (root / "checkpoints").is_dir():  # one task's workdir

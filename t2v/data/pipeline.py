@@ -26,7 +26,7 @@ from typing import Any, Iterator
 import grain
 import ml_collections
 import numpy as np
-
+from etils import epath
 from PIL import Image
 
 from t2v import audio, keypoints
@@ -541,17 +541,50 @@ def synthetic_shards(data_config: ml_collections.ConfigDict, split: str, seed: i
     return sorted(str(p) for p in folder.glob(f"{records.SHARD_BASENAME}-*"))
 
 
-def record_shards(path: str, what: str) -> list[str]:
-    """The ArrayRecord files of a records folder (or a single file / shard prefix)."""
+def record_shards(path: str, what: str, cache: Path | None = None) -> list[str]:
+    """The ArrayRecord files of a records folder (or a single file / shard prefix).
+
+    A cloud URL (`gs://bucket/records`, anything `etils.epath` / fsspec reads) is listed
+    there and each file is copied once into `cache` (`remote_copy`): ArrayRecord reads
+    local files only.
+    """
     if not path:
-        raise ValueError(f"{what} is empty: the records source needs a folder of ArrayRecord shards")
-    p = Path(path)
+        raise InputError(f"{what} is empty: the records source needs a folder of ArrayRecord shards")
+    p = epath.Path(path)
     if p.is_file():
-        return [str(p)]
-    found = sorted(str(f) for f in p.glob("*.array_record*")) if p.is_dir() else sorted(str(f) for f in p.parent.glob(p.name + "*"))
+        found = [p]
+    elif p.is_dir():
+        found = sorted(p.glob("*.array_record*"))
+    else:
+        found = sorted(p.parent.glob(p.name + "*"))
     if not found:
-        raise FileNotFoundError(f"{path}: no ArrayRecord files ({what})")
-    return found
+        raise InputError(f"{what}={path}: no ArrayRecord files")
+    if not is_remote(path):
+        return [str(f) for f in found]
+    return [str(remote_copy(f, (cache or Path.home() / ".cache" / "t2v") / "remote")) for f in found]
+
+
+def is_remote(path) -> bool:
+    """True for a cloud URL (gs://, s3://, ...), False for a local path."""
+    return "://" in os.fspath(path)
+
+
+def remote_copy(url: epath.Path, folder: Path) -> Path:
+    """A local copy of the file at `url`, made once: its name holds a hash of the URL, size and
+    modification time, so a changed file is fetched again. Written under a temporary name
+    and renamed, so concurrent readers never see half."""
+    stat = url.stat()
+    key = hashlib.sha1(json.dumps([os.fspath(url), stat.length, stat.mtime]).encode()).hexdigest()[:16]
+    local = folder / f"{key}-{url.name}"
+    if not local.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        log.info("copying %s (%d bytes) to %s", url, stat.length, local)
+        staging = Path(tempfile.mkstemp(prefix=f".{local.name}-", dir=folder)[1])
+        with url.open("rb") as source, staging.open("wb") as target:
+            while chunk := source.read(1 << 24):
+                target.write(chunk)
+        staging.rename(local)
+    return local
 
 
 def source_name(config: ml_collections.ConfigDict, split: str) -> str:
@@ -571,7 +604,7 @@ def shard_paths(config: ml_collections.ConfigDict, split: str, seed: int, *, ren
         return synthetic_shards(data, split, seed, render=render)
     if data.source == "records":
         key = "path" if split == "train" else "eval_path"
-        return record_shards(data.get(key, ""), f"data.{key}")
+        return record_shards(data.get(key, ""), f"data.{key}", cache_dir(data))
     raise ValueError(f"data.source={data.source!r}: expected 'synthetic' or 'records'")
 
 
@@ -581,7 +614,7 @@ def record_source(paths: list[str]) -> grain.sources.ArrayRecordDataSource:
         try:
             grain.sources.ArrayRecordDataSource([path])
         except Exception as error:  # array_record raises RuntimeError/ValueError with long texts
-            raise ValueError(f"{path}: not a readable ArrayRecord file ({str(error).splitlines()[0][:200]})") from error
+            raise InputError(f"{path}: not a readable ArrayRecord file ({str(error).splitlines()[0][:200]})") from error
     return grain.sources.ArrayRecordDataSource(paths)
 
 
