@@ -21,11 +21,14 @@ checkpoint, on one device, whatever mesh wrote them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import jax
 import ml_collections
@@ -43,7 +46,31 @@ def workdir_path(path: str | os.PathLike) -> epath.Path:
     one -- `pathlib.Path("gs://b/x")` would be the local folder `gs:/b/x` -- and a local path
     is made absolute."""
     path = epath.Path(path)
-    return path if "://" in os.fspath(path) else path.absolute()
+    return path if is_remote(path) else path.absolute()
+
+
+def is_remote(path: str | os.PathLike) -> bool:
+    """True for a cloud URL (gs://, s3://, ...), False for a local path."""
+    return "://" in os.fspath(path)
+
+
+@contextlib.contextmanager
+def local_folder(destination: str | os.PathLike) -> Iterator[Path]:
+    """A local folder for writers that only know local files (PIL, PyAV, ONNX): `destination`
+    itself when it is local; for a cloud URL a temporary folder whose files are copied to
+    `destination` on a clean exit."""
+    if not is_remote(destination):
+        yield Path(destination)
+        return
+    staging = Path(tempfile.mkdtemp(prefix="t2v-upload-"))
+    try:
+        yield staging
+        target = epath.Path(destination)
+        for file in sorted(p for p in staging.rglob("*") if p.is_file()):
+            (target / file.relative_to(staging)).parent.mkdir(parents=True, exist_ok=True)
+            (target / file.relative_to(staging)).write_bytes(file.read_bytes())
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 # -- the input iterator's state: one JSON file per process ---------------------------------

@@ -9,6 +9,7 @@ from typing import Any, Callable, Iterator
 import jax
 import jax.numpy as jnp
 
+from t2v import checkpoint as checkpoint_lib
 from t2v import parallel
 
 
@@ -23,7 +24,7 @@ class Evaluator:
     def __init__(self, task, eval_dataset: Callable[[], Iterator], mesh: jax.sharding.Mesh, param_shardings: Any,
                  rng: jax.Array, num_batches: int, samples_dir: Path, writer=None):
         self.task, self.eval_dataset, self.mesh = task, eval_dataset, mesh
-        self.num_batches, self.samples_dir, self.writer = int(num_batches), Path(samples_dir), writer
+        self.num_batches, self.samples_dir, self.writer = int(num_batches), checkpoint_lib.workdir_path(samples_dir), writer
         replicated = parallel.replicated(mesh)
         self.rngs = [jax.device_put(jax.random.fold_in(rng, i), replicated) for i in range(self.num_batches)]
         self.metrics_of_batch = jax.jit(
@@ -50,5 +51,6 @@ class Evaluator:
         if self.writer:
             self.writer.write_eval(step, averaged)
         with jax.transfer_guard("allow"):  # task code on the host: plots, videos
-            self.task.write_samples(params, str(self.samples_dir / f"step_{step}"), step)
+            with checkpoint_lib.local_folder(self.samples_dir / f"step_{step}") as out:  # gs:// too
+                self.task.write_samples(params, str(out), step)
         return averaged

@@ -14,6 +14,8 @@ import logging
 import math
 from pathlib import Path
 
+from etils import epath
+
 log = logging.getLogger(__name__)
 
 
@@ -42,14 +44,21 @@ class MetricWriter:
     def __init__(self, workdir: Path, resume_step: int):
         from tensorboardX import SummaryWriter
 
-        self.jsonl = Path(workdir) / "metrics.jsonl"
-        if self.jsonl.exists():
-            self.jsonl.write_text("".join(line + "\n" for line in records_up_to(self.jsonl, resume_step)))
-        self.file = self.jsonl.open("a")
-        self.tensorboard = SummaryWriter(str(Path(workdir) / "tensorboard"))
+        self.jsonl = epath.Path(workdir) / "metrics.jsonl"
+        kept = records_up_to(self.jsonl, resume_step) if self.jsonl.exists() else []
+        self.jsonl.write_text("".join(line + "\n" for line in kept))
+        # Cloud storage has no append: there the whole (small) file is rewritten per record.
+        self.lines = kept if "://" in str(workdir) else None
+        self.file = self.jsonl.open("a") if self.lines is None else None
+        self.tensorboard = SummaryWriter(str(epath.Path(workdir) / "tensorboard"))
 
     def _append(self, record: dict) -> None:
-        self.file.write(json.dumps(record, sort_keys=True) + "\n")
+        line = json.dumps(record, sort_keys=True)
+        if self.lines is not None:
+            self.lines.append(line)
+            self.jsonl.write_text("".join(x + "\n" for x in self.lines))
+            return
+        self.file.write(line + "\n")
         self.file.flush()
 
     def write_train(self, step: int, metrics: dict, steps_per_sec: float, examples_per_sec: float) -> None:
@@ -73,7 +82,8 @@ class MetricWriter:
             self.tensorboard.add_scalar(name, value, step)
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
         self.tensorboard.close()
 
 
