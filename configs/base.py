@@ -12,9 +12,6 @@ def get_config(arg=None):
     c.task = ""
     c.seed = 0
 
-    # Audio and video constants shared by data preparation and inference (t2v.audio).
-    c.audio = dict(sample_rate=16000, n_mels=80, fps=25, mels_per_frame=4)
-
     # Input data: "synthetic" makes clips in memory with t2v.data.synthetic; "records"
     # reads ArrayRecord files written by `t2v synth --format records` or `t2v prepare`.
     c.data = dict(

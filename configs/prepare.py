@@ -2,13 +2,17 @@
 
     t2v prepare --dataset voxceleb2 --src /data/vox2/dev/mp4 --out /data/t2v [--beam]
     t2v prepare ... --config.prepare.detect_every=1 --config.prepare.crop_size=256
+
+Not an experiment: it holds only what `t2v prepare` reads (no base keys).
 """
 
-from configs import base
+import ml_collections
+
+from t2v.errors import InputError
 
 
 def get_config(arg=None):
-    c = base.get_config()
+    c = ml_collections.ConfigDict()
     c.task = "prepare"
     # Mirrors data_pipelines.clip.PrepareOptions; -1 means "no limit / keep all motion".
     c.prepare = dict(
@@ -23,5 +27,5 @@ def get_config(arg=None):
         num_shards=0,        # 0 = let TFDS size the shards
     )
     if arg not in (None, ""):
-        raise ValueError(f"configs/prepare.py: unknown variant {arg!r}")
+        raise InputError(f"configs/prepare.py: unknown variant {arg!r}")
     return c

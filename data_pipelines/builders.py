@@ -34,6 +34,8 @@ from etils import epath
 from data_pipelines import clip as clip_lib
 from data_pipelines import landmarks, layouts
 from t2v.data import records
+from t2v.errors import InputError
+from t2v.progress import track
 
 VERSION = tfds.core.Version("1.0.0")
 FEATURES = {"record": "bytes: one t2v.data.records clip record (msgpack), schema " + records.SCHEMA}
@@ -46,6 +48,8 @@ class ClipDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
     beam: prepare clips in an Apache Beam pipeline (see `beam.py`); the runner and its
         options come from `DownloadConfig(beam_runner=..., beam_options=...)`.
     skipped_dir: with `beam`, where workers write the skipped clips (JSON lines).
+    progress: show each split's clips as they are prepared (`t2v.progress`; not with Beam,
+        whose runner reports its own).
     Other keyword arguments go to `tfds.core.GeneratorBasedBuilder` (data_dir, ...);
     the file format is always ArrayRecord.
     """
@@ -61,9 +65,11 @@ class ClipDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
         options: clip_lib.PrepareOptions = clip_lib.PrepareOptions(),
         beam: bool = False,
         skipped_dir: str | os.PathLike | None = None,
+        progress: bool = False,
         **kwargs,
     ):
         self.options = options
+        self.progress = progress
         self.beam = beam
         self.skipped_dir = None if skipped_dir is None else os.fspath(skipped_dir)
         self.skipped: list[dict] = []  # {"clip_id", "path", "reason", "message"} per skipped clip
@@ -108,11 +114,11 @@ class ClipDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
             from data_pipelines import beam
 
             return beam.PrepareClips(sources, self.options, beam.skipped_prefix(self.skipped_dir, split))
-        return self._prepare_locally(sources)
+        return self._prepare_locally(sources, split)
 
-    def _prepare_locally(self, sources: list[layouts.ClipSource]) -> Iterator[tuple[str, dict]]:
+    def _prepare_locally(self, sources: list[layouts.ClipSource], split: str) -> Iterator[tuple[str, dict]]:
         detector = None if self.dataset == "synthetic" else landmarks.LandmarkDetector(self.options.detect_every)
-        for source in sources:
+        for source in track(sources, desc=f"{self.dataset} {split}", unit="clip", disable=not self.progress):
             outcome = clip_lib.prepare_or_skip(source, detector, self.options)
             if isinstance(outcome, bytes):
                 yield source.clip_id, {"record": outcome}
@@ -120,7 +126,7 @@ class ClipDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
                 self.skipped.append(outcome)
 
 
-class NoClipsError(ValueError):
+class NoClipsError(InputError):
     """Every clip of a source tree was skipped, so there is no dataset to write."""
 
 

@@ -36,6 +36,7 @@ from t2v import audio as audio_lib
 from t2v import keypoints as kp
 from t2v import video as video_lib
 from t2v.data import records
+from t2v.errors import InputError
 
 # Why a clip was skipped; the report counts clips under these names.
 SKIP_REASONS = {
@@ -84,6 +85,23 @@ class PrepareOptions:
     min_frames: int = 25
     max_length_mismatch_frames: int = 5
     max_frames: int | None = None
+
+    def __post_init__(self):
+        # Checked once, here: inside a build a bad knob would skip every clip instead.
+        problems = {
+            "crop_size": self.crop_size < 16 and "must be at least 16",
+            "detect_every": self.detect_every < 1 and "must be at least 1",
+            "max_gap_frames": self.max_gap_frames < 0 and "must be at least 0",
+            "smoothing_window": self.smoothing_window > 1 and self.smoothing_window % 2 == 0 and "must be odd (or 1: off)",
+            "stabilise_seconds": self.stabilise_seconds is not None and self.stabilise_seconds < 0
+            and "must be None (-1 in the config) or >= 0",
+            "min_frames": self.min_frames < 1 and "must be at least 1",
+            "max_length_mismatch_frames": self.max_length_mismatch_frames < 0 and "must be at least 0",
+            "max_frames": self.max_frames is not None and self.max_frames < 1 and "must be None (-1 in the config) or >= 1",
+        }
+        for name, problem in problems.items():
+            if problem:
+                raise InputError(f"prepare.{name}={getattr(self, name)}: {problem}")
 
 
 @dataclasses.dataclass

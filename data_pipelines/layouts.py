@@ -30,8 +30,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from t2v.errors import InputError
 
-class LayoutError(ValueError):
+
+class LayoutError(InputError):
     """A source directory that does not hold the layout asked for (one-line message)."""
 
 

@@ -24,6 +24,7 @@ from etils import epath
 from data_pipelines import builders
 from data_pipelines import clip as clip_lib
 from t2v.data import records
+from t2v.errors import InputError
 
 REPORT_NAME = "report.json"
 
@@ -47,18 +48,20 @@ def run(
         by default); see `data_pipelines/beam.py` for Dataflow, Flink and Spark.
     num_shards: ArrayRecord files per split (TFDS sizes them, ~1 GiB, when None).
     options: per-clip settings (`clip.PrepareOptions()` when None).
-    progress: show TFDS's progress bars and print a one-line summary.
+    progress: show each split's clips as they are prepared (a bar on a terminal, a line
+        every few seconds elsewhere) and print a one-line summary.
     Returns the report, also written to `out/t2v_<dataset>/<version>/report.json`.
     Raises `builders.NoClipsError` when every clip was skipped (nothing is written).
     """
     if dataset not in builders.BUILDERS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(builders.BUILDERS)}")
+        raise InputError(f"--dataset: unknown dataset {dataset!r}; choose one of {sorted(builders.BUILDERS)}")
     options = options or clip_lib.PrepareOptions()
     out = epath.Path(out)
     skipped_dir = out / f".skipped-{dataset}-{secrets.token_hex(4)}" if beam else None
-    builder = builders.BUILDERS[dataset](data_dir=os.fspath(out), options=options, beam=beam, skipped_dir=skipped_dir)
+    builder = builders.BUILDERS[dataset](data_dir=os.fspath(out), options=options, beam=beam, skipped_dir=skipped_dir,
+                                         progress=progress)
     if builder.is_prepared():
-        raise FileExistsError(f"{builder.data_dir}: already prepared; delete it to prepare {dataset} again")
+        raise InputError(f"{builder.data_dir}: already prepared; delete it to prepare {dataset} again")
 
     beam_pipeline_options = None
     if beam and beam_options:
@@ -68,8 +71,8 @@ def run(
     download_config = tfds.download.DownloadConfig(
         manual_dir=os.fspath(src), num_shards=num_shards, beam_runner=beam_runner, beam_options=beam_pipeline_options
     )
-    if not progress:
-        tfds.disable_progress_bar()
+    # TFDS's own bars are carriage-return frames wherever they are written: ours replace them.
+    tfds.disable_progress_bar()
     start = time.monotonic()
     try:
         with tempfile.TemporaryDirectory() as download_dir:  # TFDS wants one; nothing is downloaded
@@ -80,8 +83,7 @@ def run(
         reasons = collections.Counter(entry["reason"] for entry in skipped)
         raise builders.NoClipsError(f"{error} ({_reason_counts(reasons)})") from None
     finally:
-        if not progress:
-            tfds.enable_progress_bar()
+        tfds.enable_progress_bar()
         if skipped_dir is not None and skipped_dir.exists():
             skipped_dir.rmtree()
 

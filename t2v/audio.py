@@ -29,6 +29,8 @@ import scipy.fft
 import soundfile
 import soxr
 
+from t2v.errors import InputError
+
 SAMPLE_RATE = 16000
 FPS = 25
 HOP = 160  # 10 ms
@@ -46,7 +48,7 @@ _SOUNDFILE_SUFFIXES = (".wav", ".flac")
 _FFT_CHUNK_FRAMES = 8192  # bounds the float64 spectrum held in memory at once
 
 
-class AudioError(ValueError):
+class AudioError(InputError):
     """A speech file that cannot be used; the message is one line naming the file."""
 
 

@@ -3,14 +3,18 @@
     t2v demo   [--workdir DIR]                      the main job on synthetic data
     t2v train  --config configs/x.py[:variant] --workdir DIR   train any task (resumes)
     t2v eval   --workdir DIR                        metrics and baselines -> DIR/eval/metrics.json
+    t2v sweep  --config F --grid 'a.b=v1,v2' --seeds N --workdir S   variants x seeds -> S/sweep.json
     t2v prepare --dataset voxceleb2|lrw|hdtf|mead|grid|crema_d|synthetic --src DIR --out DIR [--beam]
     t2v generate --image FACE --audio SPEECH --out OUT.mp4 --checkpoint DIR   a photo speaks
     t2v export --checkpoint DIR --out DIR            StableHLO + ONNX serving artifacts
     t2v synth  --out DIR --clips N --langs en,de --format records|voxceleb2 [--texture PHOTO]
     t2v config --config configs/x.py[:variant] [--config.a.b=v ...]   print a resolved config
 
-Every command takes `--config path.py[:variant]` and `--config.a.b=value` overrides, prints
-the resolved config and writes it beside its output.
+Every command takes `--config.a.b=value` overrides, typed like the field they set
+(docs/config.md), applies them and prints the resolved config; an override the config
+lacks, or of the wrong type, is one line and exit status 2. `eval` applies them over the
+workdir's saved config. Bad input (t2v.errors.InputError) is one line `t2v CMD: error: ...`
+and exit status 2; any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 import ml_collections
 
 from t2v import config as config_lib
+from t2v.errors import InputError
 
 
 def _load(args, overrides) -> ml_collections.ConfigDict:
@@ -33,12 +38,17 @@ def _load(args, overrides) -> ml_collections.ConfigDict:
     return cfg
 
 
+def _flag_overrides(section: str, flags: dict) -> list[str]:
+    """Shorthand flags as overrides of `section`, placed first so `--config.` ones win."""
+    return [f"--config.{section}.{k}={v}" for k, v in flags.items() if v is not None]
+
+
 # -- t2v synth -----------------------------------------------------------------------------
 def _synth(args, overrides) -> int:
     flags = {"clips": args.clips, "langs": args.langs, "format": args.format,
-             "texture": args.texture, "size": args.size, "seed": args.seed}
-    overrides = [f"--config.synth.{k}={v}" for k, v in flags.items() if v is not None] + overrides
-    cfg = _load(args, overrides)
+             "texture": args.texture, "size": args.size, "seed": args.seed, "text_file": args.text_file}
+    cfg = _load(args, _flag_overrides("synth", flags) + overrides)
+    _check_texture(cfg.synth.texture)
     out = Path(args.out)
     from t2v.data import synthetic
 
@@ -46,6 +56,12 @@ def _synth(args, overrides) -> int:
     config_lib.write(cfg, out)
     print(f"wrote {summary['clips']} clips ({summary['seconds']:.1f} s of speech) to {out}")
     return 0
+
+
+def _check_texture(texture: str) -> None:
+    # Checked here, before any clip is made: the photo is the user's file.
+    if texture not in ("", "astronaut") and not Path(texture).is_file():
+        raise InputError(f"{texture}: no such texture photo (synth.texture / --texture)")
 
 
 # -- t2v prepare ---------------------------------------------------------------------------
@@ -72,6 +88,12 @@ def _prepare(args, overrides) -> int:
 def _train(args, overrides) -> int:
     from t2v import train
 
+    if args.dry_run:  # compile for the target mesh and report; trains nothing, writes nothing
+        from t2v.train import dry_run
+
+        return dry_run.run(args.config, overrides, devices=args.devices, target=args.target,
+                           peak_tflops=args.peak_tflops, device_memory_gb=args.device_memory_gb,
+                           assumed_mfu=args.assumed_mfu)
     cfg = _load(args, overrides)
     metrics = train.train_and_evaluate(cfg, args.workdir)
     print(json.dumps(metrics, indent=2, sort_keys=True, default=float))
@@ -79,21 +101,43 @@ def _train(args, overrides) -> int:
 
 
 def _eval(args, overrides) -> int:
-    from t2v import evaluate
+    from t2v import checkpoint, evaluate
 
-    cfg = _load(args, overrides) if args.config else None
+    if args.config:
+        cfg = _load(args, overrides)
+    else:  # the workdir's own config, with the overrides over it
+        saved = Path(args.workdir) / "config.json"
+        if not saved.is_file():
+            raise InputError(f"{saved}: no such file (is {args.workdir} a t2v workdir?)")
+        cfg = config_lib.apply_overrides(checkpoint.read_config(args.workdir), overrides)
+        print(config_lib.to_json(cfg))
     metrics = evaluate.evaluate(args.workdir, cfg)
     print(json.dumps(metrics, indent=2, sort_keys=True, default=float))
     return 0
 
 
+# -- t2v sweep -----------------------------------------------------------------------------
+def _sweep(args, overrides) -> int:
+    from t2v import sweep
+
+    summary = sweep.run(args.config, args.grid, args.seeds, args.workdir, overrides, launch=args.launch)
+    for name, variant in summary["variants"].items():
+        shown = ", ".join(f"{k} {variant['mean'][k]:.4g} +- {variant['std'][k]:.2g}" for k in sorted(variant["mean"]))
+        print(f"{name}: {shown}")
+    print(f"wrote {Path(args.workdir) / 'sweep.json'} and {Path(args.workdir) / 'report.html'}")
+    return 0
+
+
 # -- t2v generate --------------------------------------------------------------------------
 def _generate(args, overrides) -> int:
+    flags = {"temperature": args.temperature, "seed": args.seed, "max_seconds": args.max_seconds,
+             "overlay": True if args.overlay else None}
+    g = _load(args, _flag_overrides("generate", flags) + overrides).generate
     from t2v import generate
 
     report = generate.run(args.image, args.audio, args.out, checkpoint=args.checkpoint, pose_from=args.pose_from,
-                          temperature=args.temperature, seed=args.seed, keypoints_out=args.keypoints_out,
-                          overlay=args.overlay, max_seconds=args.max_seconds)
+                          keypoints_out=args.keypoints_out, temperature=g.temperature, seed=g.seed,
+                          overlay=g.overlay, max_seconds=g.max_seconds, render_batch=g.render_batch)
     print(f"wrote {report.out}: {report.frames} frames, {report.audio_seconds:.1f} s, "
           f"{report.photo_size[0]}x{report.photo_size[1]}")
     return 0
@@ -101,9 +145,10 @@ def _generate(args, overrides) -> int:
 
 # -- t2v export ----------------------------------------------------------------------------
 def _export(args, overrides) -> int:
+    e = _load(args, _flag_overrides("export", {"onnx": False if args.no_onnx else None}) + overrides).export
     from t2v import export
 
-    manifest = export.export(args.checkpoint, args.out, onnx=not args.no_onnx)
+    manifest = export.export(args.checkpoint, args.out, onnx=e.onnx)
     for task, entry in manifest["tasks"].items():
         print(f"{task}: {', '.join(entry['functions'])} -> {Path(args.out) / task}")
     for task, why in manifest.get("skipped", {}).items():
@@ -138,12 +183,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a task; resumes from the workdir's last checkpoint")
     p.add_argument("--config", required=True)
     p.add_argument("--workdir", required=True)
+    p.add_argument("--dry-run", action="store_true",
+                   help="compile the update step for --devices and print memory, FLOPs and step time")
+    p.add_argument("--devices", type=int, default=0, help="dry run: the target's device count (fake CPU devices)")
+    p.add_argument("--target", default="h100", help="dry run: h100, h200, a100, tpu_v5e, tpu_v5p, tpu_v6e, cpu")
+    p.add_argument("--peak-tflops", type=float, help="dry run: peak per device (default: the target's)")
+    p.add_argument("--device-memory-gb", type=float, help="dry run: memory per device (default: the target's)")
+    p.add_argument("--assumed-mfu", type=float, default=0.4, help="dry run: the MFU the step time assumes")
     p.set_defaults(run=_train)
 
     p = sub.add_parser("eval", help="evaluate a trained workdir against the trivial baselines")
     p.add_argument("--workdir", required=True)
-    p.add_argument("--config", help="defaults to the config saved in the workdir")
+    p.add_argument("--config", help="a config file instead of the workdir's saved config")
     p.set_defaults(run=_eval)
+
+    p = sub.add_parser("sweep", help="train and evaluate every grid variant x seed; mean +- std")
+    p.add_argument("--config", required=True, help="configs/x.py[:variant]")
+    p.add_argument("--grid", action="append", default=[], help="'a.b=v1,v2' (repeatable: the product is swept)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per variant (config.seed)")
+    p.add_argument("--workdir", required=True, help="the sweep folder (resumes if it holds this sweep)")
+    p.add_argument("--launch", action="store_true", help="write one job script per run instead of running here")
+    p.set_defaults(run=_sweep)
 
     p = sub.add_parser("prepare", help="detect, align and crop a real dataset into ArrayRecord")
     p.add_argument("--dataset", required=True,
@@ -163,16 +223,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="a t2v demo workdir, or one holding motion/ and render/")
     p.add_argument("--pose-from", help="a video whose head pose, blinks and brows to follow")
     p.add_argument("--temperature", type=float, help="of the motion prior (default: the checkpoint's)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help="of the prior's samples (default 0)")
     p.add_argument("--keypoints-out", help="also write the keypoints as npz")
     p.add_argument("--overlay", action="store_true", help="also write OUT_keypoints.mp4 with keypoints drawn")
     p.add_argument("--max-seconds", type=float, help="refuse longer speech (default 600)")
+    p.add_argument("--config", default="configs/generate.py")
     p.set_defaults(run=_generate)
 
     p = sub.add_parser("export", help="write serving artifacts (jax.export StableHLO and ONNX)")
     p.add_argument("--checkpoint", required=True, help="a task workdir, or a demo workdir holding several")
     p.add_argument("--out", required=True)
     p.add_argument("--no-onnx", action="store_true", help="only the StableHLO artifacts")
+    p.add_argument("--config", default="configs/export.py")
     p.set_defaults(run=_export)
 
     p = sub.add_parser("synth", help="write procedural talking-head clips")
@@ -181,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--langs", help="comma-separated eSpeak languages, e.g. en,de,fr")
     p.add_argument("--format", choices=("records", "voxceleb2"))
     p.add_argument("--texture", help="a face photo to warp, or 'astronaut'")
+    p.add_argument("--text-file", help="sentences to speak, one a line (any eSpeak NG language; "
+                   "without it a language lacking built-in sentences speaks words made of its phonemes)")
     p.add_argument("--size", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--config", default="configs/synth.py")
@@ -203,12 +267,10 @@ def main(argv=None) -> int:
     logging.getLogger("absl").setLevel(logging.ERROR)  # Orbax's per-checkpoint chatter
     try:
         return args.run(args, overrides)
-    except (ValueError, KeyError, OSError) as e:
+    except InputError as e:  # only bad input: a bug anywhere else keeps its traceback
         if os.environ.get("T2V_DEBUG"):
             raise
-        # Bad input is a one-line message, not a traceback.
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"t2v {args.command}: error: {msg}", file=sys.stderr)
+        print(f"t2v {args.command}: error: {e}", file=sys.stderr)
         return 2
 
 

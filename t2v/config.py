@@ -3,13 +3,14 @@
     load("configs/motion.py:tiny", ["--config.optimizer.lr=3e-4"])
 
 The part after the colon is handed to `get_config` (a variant name such as `tiny` or
-`base`, optionally followed by `,key=value` pairs the experiment understands). Overrides
-are applied last and keep the type of the field they replace.
+`base`). Overrides are applied last, typed as ml_collections' `config_flags` types them;
+docs/config.md says what each type accepts. Every problem is one `InputError` line.
 """
 
 from __future__ import annotations
 
 import ast
+import copy
 import importlib
 import json
 import sys
@@ -17,8 +18,13 @@ from pathlib import Path
 from typing import Sequence
 
 import ml_collections
+from absl import flags
+from ml_collections.config_flags import config_path, tuple_parser
+
+from t2v.errors import InputError
 
 REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+PREFIX = "--config."
 
 
 def resolve_path(path: str) -> Path:
@@ -27,7 +33,7 @@ def resolve_path(path: str) -> Path:
     for c in candidates:
         if c.is_file():
             return c.resolve()
-    raise FileNotFoundError(f"{path}: no such config file (also looked in {REPO_CONFIGS})")
+    raise InputError(f"{path}: no such config file (also looked in {REPO_CONFIGS})")
 
 
 def load(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
@@ -44,47 +50,91 @@ def load(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict(config.to_dict())  # a private, unlocked copy
+    """A copy of `config` with `--config.a.b=value` overrides applied, each typed like its field.
+
+    Values are parsed by the absl parser `config_flags` picks for the field's type (a
+    `placeholder(float)` field is a float) and assigned through ConfigDict's type safety;
+    a field the config lacks, a value of the wrong type or a malformed item raises
+    `InputError` naming the override.
+    """
+    config = copy.deepcopy(config)  # deepcopy, not to_dict: keeps placeholders typed
+    config.lock()  # an unknown field is an error, never a new key
     for item in overrides:
-        if not item.startswith("--config."):
-            raise ValueError(f"{item}: overrides look like --config.a.b=value")
-        key, sep, raw = item[len("--config."):].partition("=")
-        if not sep:
-            raise ValueError(f"{item}: missing '=value'")
-        *parents, leaf = key.split(".")
-        node = config
-        for name in parents:
-            if name not in node:
-                raise KeyError(f"{item}: config has no field {key!r}")
-            node = node[name]
-        if leaf not in node:
-            raise KeyError(f"{item}: config has no field {key!r}")
-        node[leaf] = _parse_like(raw, node[leaf], item)
+        key, value = _parse_override(config, item)
+        try:
+            config_path.set_value(key, config, value)
+        except (TypeError, ValueError, KeyError, AttributeError) as error:
+            raise InputError(f"{item}: {_one_line(error)}") from None
+    config.unlock()  # callers may add derived fields (the demo's experiments do)
     return config
 
 
-def _parse_like(raw: str, current, item: str):
-    if isinstance(current, bool):
-        if raw.lower() in ("1", "true", "yes"):
-            return True
-        if raw.lower() in ("0", "false", "no"):
-            return False
-        raise ValueError(f"{item}: expected a boolean")
-    if isinstance(current, str):
-        return raw
+def _parse_override(config: ml_collections.ConfigDict, item: str):
+    """(`a.b`, typed value) of one `--config.a.b=value`."""
+    if not item.startswith(PREFIX):
+        raise InputError(f"{item}: overrides look like --config.a.b=value")
+    key, sep, raw = item[len(PREFIX):].partition("=")
+    if not sep:
+        raise InputError(f"{item}: missing '=value'")
     try:
-        value = ast.literal_eval(raw)
+        field_type = config_path.get_type(key, config)
+    except (KeyError, AttributeError, IndexError, TypeError, ValueError):
+        raise InputError(f"{item}: config has no field {key!r}") from None
+    parse = _parser_for(field_type)
+    if parse is None:
+        raise InputError(f"{item}: {key} is a {field_type.__name__}, which overrides cannot set")
+    try:
+        return key, parse(raw)
+    except (ValueError, SyntaxError, TypeError) as error:
+        raise InputError(f"{item}: cannot parse {raw!r} as {field_type.__name__} ({_one_line(error)})") from None
+
+
+def _literal(argument: str):
+    # A None field takes any Python literal, else the text itself (config_flags' rule).
+    try:
+        return ast.literal_eval(argument)
     except (ValueError, SyntaxError):
-        if current is None:
-            return raw
-        raise ValueError(f"{item}: cannot parse {raw!r} as {type(current).__name__}") from None
-    if isinstance(current, float) and isinstance(value, int):
-        value = float(value)
-    if current is not None and not isinstance(value, type(current)) and not (
-        isinstance(current, (list, tuple)) and isinstance(value, (list, tuple))
-    ):
-        raise ValueError(f"{item}: expected {type(current).__name__}, got {type(value).__name__}")
-    return value
+        return argument
+
+
+def _literal_list(argument: str) -> list:
+    value = ast.literal_eval(argument)
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{value!r} is not a list such as [1, 2]")
+    return list(value)
+
+
+def _config_dict(argument: str) -> ml_collections.ConfigDict:
+    value = ast.literal_eval(argument)
+    if not isinstance(value, dict):
+        raise ValueError(f"{value!r} is not a dict")
+    return ml_collections.ConfigDict(value)
+
+
+# Per field type, the parser `config_flags` picks (its `_FIELD_TYPE_TO_PARSER`, here
+# from the public absl and ml_collections parsers), plus literal lists, which it lacks.
+_PARSERS = {
+    bool: flags.BooleanParser().parse,
+    int: flags.IntegerParser().parse,
+    float: flags.FloatParser().parse,
+    str: str,
+    tuple: tuple_parser.TupleParser().parse,
+    list: _literal_list,
+    ml_collections.ConfigDict: _config_dict,
+    type(None): _literal,
+}
+
+
+def _parser_for(field_type):
+    if isinstance(field_type, type) and issubclass(field_type, ml_collections.ConfigDict):
+        return _config_dict
+    return _PARSERS.get(field_type)
+
+
+def _one_line(error: BaseException) -> str:
+    # KeyError quotes its message; absl's parsers raise ValueError(message, value).
+    text = str(error.args[0]) if error.args and (isinstance(error, KeyError) or len(error.args) > 1) else str(error)
+    return " ".join(text.split())
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:
@@ -95,7 +145,9 @@ def write(config: ml_collections.ConfigDict, directory: str | Path, name: str = 
     """Writes the resolved config and the package version beside an output."""
     from t2v import __version__
 
-    directory = Path(directory)
+    from etils import epath  # gs:// and local alike (pathlib would turn gs://b into gs:/b)
+
+    directory = epath.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     out = directory / name
     record = {"t2v_version": __version__, "config": json.loads(to_json(config))}

@@ -12,6 +12,7 @@ import functools
 import numpy as np
 
 from t2v import keypoints as kp
+from t2v.errors import InputError
 
 
 @functools.lru_cache(maxsize=1)
@@ -52,11 +53,11 @@ class LandmarkDetector:
     def largest_face(self, image: np.ndarray, name: str) -> tuple[np.ndarray, int]:
         """Landmarks `[68, 2]` of the largest face in a photo, and how many faces it holds.
 
-        Raises ValueError "<name>: no face found".
+        Raises InputError "<name>: no face found".
         """
         boxes = self.detect(image)
         if not len(boxes):
-            raise ValueError(f"{name}: no face found")
+            raise InputError(f"{name}: no face found")
         areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         landmarks = self.fit(image, boxes[int(np.argmax(areas))])
         assert landmarks.shape == (kp.NUM_POINTS, 2)

@@ -66,3 +66,13 @@ def progress(total=None, *, desc="", unit="it", initial=0, disable=False, interv
                          dynamic_ncols=True, **kwargs)
     return _LineProgress(total=total, initial=initial, desc=desc, unit=unit, interval=interval, file=stream,
                          disable=disable)
+
+
+def track(iterable, total=None, **kwargs):
+    """Yields `iterable`'s items under `progress(...)`: `for x in track(xs, desc=...)`."""
+    if total is None and hasattr(iterable, "__len__"):
+        total = len(iterable)
+    with progress(total, **kwargs) as bar:
+        for item in iterable:
+            yield item
+            bar.update(1)

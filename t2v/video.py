@@ -25,11 +25,13 @@ from fractions import Fraction
 import av
 import numpy as np
 
+from t2v.errors import InputError
+
 FPS = 25
 SAMPLE_RATE = 16_000
 
 
-class VideoError(ValueError):
+class VideoError(InputError):
     """A file that cannot be read as a video, with a one-line message naming it."""
 
 
@@ -237,7 +239,7 @@ def _read_audio(
 def _open_for_reading(path: str | os.PathLike):
     name = os.fspath(path)
     if not os.path.exists(name):
-        raise FileNotFoundError(f"{name}: no such file")
+        raise VideoError(f"{name}: no such file")
     try:
         return av.open(name, mode="r")
     except av.FFmpegError as error:

@@ -18,6 +18,7 @@ from t2v import keypoints as kp
 from t2v import video as video_lib
 from t2v.data import records, synthetic
 from t2v.data.face_render import PhotoTexture
+from t2v.errors import InputError
 
 FRAME_SIZE = 160  # the face spans ~96 px: dlib finds it without upsampling
 SAMPLES_PER_FRAME = audio_lib.SAMPLES_PER_FRAME
@@ -167,13 +168,13 @@ def test_a_tree_with_nothing_usable_raises_with_the_reasons(tmp_path):
     (tmp_path / "src/id00001/v/00001.mp4").write_bytes(b"garbage")
     with pytest.raises(builders.NoClipsError, match=r"none of the 1 voxceleb2 clips.*unreadable_video 1"):
         prepare.run("voxceleb2", tmp_path / "src", tmp_path / "out", progress=False)
-    with pytest.raises(ValueError, match="unknown dataset 'vox'"):
+    with pytest.raises(InputError, match="unknown dataset 'vox'"):
         prepare.run("vox", tmp_path / "src", tmp_path / "out", progress=False)
 
 
 def test_preparing_twice_into_one_place_is_refused(voxceleb_tree, prepared):
     out = Path(prepared["data_dir"]).parent.parent
-    with pytest.raises(FileExistsError, match="already prepared"):
+    with pytest.raises(InputError, match="already prepared"):
         prepare.run("voxceleb2", voxceleb_tree, out, progress=False)
 
 

@@ -149,5 +149,5 @@ def test_shards_are_written_round_robin_and_read_back(tmp_path):
     assert os.path.basename(prefixed[2]) == "train-00002-of-00003"
     assert len(list(records.read_records(prefixed))) == 1  # empty shards are valid files
 
-    with pytest.raises(FileNotFoundError, match="no such ArrayRecord file"):
+    with pytest.raises(records.RecordError, match="no such ArrayRecord file"):
         list(records.read_records(tmp_path / "missing-00000-of-00001"))

@@ -220,5 +220,5 @@ def test_bad_files_raise_one_line_errors_naming_them(tmp_path):
         with pytest.raises(video.VideoError, match=r"speech\.wav: no video stream$"):
             read(speech)
 
-    with pytest.raises(FileNotFoundError, match=r"missing\.mp4: no such file"):
+    with pytest.raises(video.VideoError, match=r"missing\.mp4: no such file"):
         video.read_video(tmp_path / "missing.mp4")

@@ -48,6 +48,8 @@ import msgpack
 import numpy as np
 from PIL import Image
 
+from t2v.errors import InputError
+
 SCHEMA = "t2v.clip/1"
 JPEG_QUALITY = 90
 SHARD_BASENAME = "clips.array_record"
@@ -59,8 +61,8 @@ _ARRAY_KEYS = frozenset({"dtype", "shape", "data"})
 _ALLOWED_DTYPE_KINDS = "biuf"  # bool, signed, unsigned, float: never object
 
 
-class RecordError(ValueError):
-    """A record that cannot be decoded or does not follow the schema."""
+class RecordError(InputError):
+    """A record (or records file) that cannot be read or does not follow the schema."""
 
 
 # --------------------------------------------------------------------------- encode
@@ -228,7 +230,7 @@ def _check_clip(clip: dict, prefix: str = "cannot encode clip") -> None:
 def shard_paths(path_prefix_or_dir: str | os.PathLike, num_shards: int) -> list[str]:
     """`DIR/clips.array_record-00000-of-0000N` (a directory) or `PREFIX-00000-of-0000N`."""
     if num_shards < 1:
-        raise ValueError(f"num_shards must be at least 1, got {num_shards}")
+        raise InputError(f"num_shards={num_shards}: must be at least 1")
     prefix = os.fspath(path_prefix_or_dir)
     if os.path.isdir(prefix) or prefix.endswith(os.sep):
         prefix = os.path.join(prefix, SHARD_BASENAME)
@@ -265,7 +267,7 @@ def read_records(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> Iter
     for path in paths:
         name = os.fspath(path)
         if not os.path.isfile(name):
-            raise FileNotFoundError(f"{name}: no such ArrayRecord file")
+            raise RecordError(f"{name}: no such ArrayRecord file")
         reader = ArrayRecordReader(name)
         try:
             yield from reader.read_all()

@@ -853,7 +853,7 @@ def synthesize(
         NNNNN, with `00001.npz` (ground-truth arrays, no pickle) and `00001.json`
         (speaker, emotion, language, transcript, phonemes) beside it.
     """
-    from tqdm import tqdm
+    from t2v.progress import track
 
     if fmt not in ("records", "voxceleb2"):
         raise ValueError(f"unknown format {fmt!r}; choose 'records' or 'voxceleb2'")
@@ -869,7 +869,7 @@ def synthesize(
     totals = {"seconds": 0.0, "frames": 0}
 
     def clips():
-        for index in tqdm(range(num_clips), desc="synthesizing clips", unit="clip", disable=not progress):
+        for index in track(range(num_clips), desc="synthesizing clips", unit="clip", disable=not progress):
             clip = make_clip(clip_seed(seed, index), language=langs[index % len(langs)], size=size,
                              texture=texture, render=render or fmt == "voxceleb2", num_speakers=num_speakers)
             counts["languages"][clip.language] += 1
