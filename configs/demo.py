@@ -1,7 +1,8 @@
 """The README demo (`t2v demo --workdir DIR`): the main job, end to end, on synthetic data.
 
-It synthesizes a small talking-head dataset, trains the tiny lip-sync expert, motion model
-and renderer, evaluates the motion model against the trivial baselines, and makes a
+It synthesizes the talking-head clips every later stage reads (DIR/data), trains the tiny
+lip-sync expert, a sync judge apart from it, the motion model and the renderer, evaluates the
+motion model against baselines and the ground truth under the independent judge, and makes a
 talking-head video of a real photograph speaking eSpeak NG speech. Re-running it with the
 same workdir resumes where it stopped.
 
@@ -15,20 +16,17 @@ from configs import base
 def get_config(arg=None):
     c = base.get_config()
     c.task = "demo"
+    # The data every stage trains and is evaluated on, written by stage 1 under DIR/data: each
+    # experiment's own train / eval plan, with these demo-wide changes (0 = the experiment's own).
     c.synth = dict(
-        clips=6,
-        langs="en,de,fr",
-        format="records",
-        texture="",
-        size=128,
-        seed=0,
-        speakers=0,
-        shards=1,
+        clips=0,   # training clips per experiment
+        size=0,    # frame size of the renderer's clips, pixels
     )
-    # The experiments the demo trains, each a workdir under the demo's.
-    c.experiments = dict(sync="configs/sync.py:tiny", motion="configs/motion.py:tiny",
+    # The experiments the demo trains, each a workdir under the demo's. The judge is a sync
+    # expert trained apart (other speakers, another seed): it scores the motion model, never trains it.
+    c.experiments = dict(sync="configs/sync.py:tiny", judge="configs/sync.py:judge", motion="configs/motion.py:tiny",
                          render="configs/render.py:tiny")
-    c.steps = dict(sync=0, motion=0, render=0)  # 0 = the experiment's own train.steps
+    c.steps = dict(sync=0, judge=0, motion=0, render=0)  # 0 = the experiment's own train.steps (judge: sync's)
     # Sample clips of the synthetic data for a person to look at.
     c.sample = dict(language="en", size=224, seed=7, photo="astronaut")
     # The finale: a real photograph speaking new speech in a language of choice.

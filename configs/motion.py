@@ -3,8 +3,9 @@
     t2v train --config configs/motion.py:tiny --workdir /tmp/motion   # minutes on 2 CPU cores
     t2v eval --workdir /tmp/motion                                    # metrics vs baselines
 
-`model.sync_workdir` points at a trained `sync` workdir to add a frozen lip-sync loss
-(and to score `sync_offset_acc` in `t2v.evaluate`); empty skips it.
+`model.sync_workdir` points at a trained `sync` workdir to add a frozen lip-sync loss; empty
+skips it. `eval.sync_judge_workdir` names the sync judge `t2v eval` scores the model with: a
+`sync` workdir trained apart (`configs/sync.py:judge`), never the loss expert (refused).
 """
 
 from configs import base
@@ -33,6 +34,11 @@ def get_config(arg=None):
         sync_weight=0.1,        # used only with model.sync_workdir
     )
     c.sample = dict(temperature=1.0, chunk_frames=256)
+    c.eval = dict(
+        sync_judge_workdir="",  # a sync judge that never served as a loss; "" = no sync metrics
+        samples=3,              # prior samples per clip (pose_diversity); the first is scored
+        max_clips=0,            # 0 = every held-out clip
+    )
     add_window_data(c, window=16, max_shift=0)
 
     if variant == "tiny":

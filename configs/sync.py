@@ -4,8 +4,16 @@
     t2v train --config configs/sync.py:base --workdir gs://...    # cloud size
 
 Variants: `tiny` (trains on a laptop CPU and finds the true audio offset among +-15
-frames far above chance), `base` (the cloud run). Either can be followed by overrides.
+frames far above chance), `judge` (the tiny expert trained apart, on other speakers and with
+another seed: a judge for models trained against `tiny`, never a loss), `base` (the cloud
+run). Any can be followed by overrides.
+
+    t2v train --config configs/sync.py:judge --workdir /tmp/judge
+    t2v eval --workdir /tmp/motion --config.eval.sync_judge_workdir=/tmp/judge
 """
+
+JUDGE_SEED = 1  # never a loss expert's seed (0 by default)
+JUDGE_SPEAKER_OFFSET = 1000  # speakers 1000.. : no loss expert's (0..) nor the eval split's (100000..)
 
 from configs import base
 
@@ -21,6 +29,11 @@ def add_window_data(c, *, window: int, max_shift: int) -> None:
         eval_path="",            # records source: the held-out split
         cache_dir="",            # synthetic clips cache ("" = $T2V_CACHE or ~/.cache/t2v)
         reference_frame=False,   # also emit a reference image (needs rendered frames)
+        # The reference keypoints: "detected" = a pinned frame of the clip, as inference takes
+        # it from a photo (posed, maybe mid-speech); "neutral" = the privileged frontal neutral
+        # face only synthetic data knows (an ablation). Evaluation always uses "detected".
+        reference="detected",
+        train_speaker_offset=0,  # synthetic: training speakers are offset..offset+N-1
         threads=1,               # Grain reader threads in each process (workers add processes)
         # Training windows only. No random similarity: head pose is a target (motion task).
         augment=dict(
@@ -38,14 +51,18 @@ def get_config(arg=None):
                              initial_temperature=0.07))
     c.loss = dict(shifted_negatives=4)  # same-clip audio shifted 2..M frames, per mouth window
     add_window_data(c, window=5, max_shift=15)
+    c.eval = dict(max_clips=0)  # t2v eval: 0 = every held-out clip
 
-    if variant == "tiny":
+    if variant in ("tiny", "judge"):
         c.model.sync.update(window=8, features=32, width=48, num_layers=2)
         c.data.update(window=8, train_clips=96, eval_clips=16, eval_windows=3)
         c.loss.shifted_negatives = 6
         c.optimizer.update(lr=2e-3, warmup_steps=30, ema_decay=0.99, weight_decay=1e-4)
         c.train.update(steps=500, batch_size=32, log_every=50, eval_every=250, eval_batches=2,
                        checkpoint_every=250, keep=1)
+        if variant == "judge":
+            c.seed = JUDGE_SEED
+            c.data.train_speaker_offset = JUDGE_SPEAKER_OFFSET
     elif variant == "base":
         c.model.sync.update(window=5, features=256, width=256, num_layers=4)
         c.data.update(train_clips=20000, eval_clips=512, workers=8)
@@ -54,5 +71,5 @@ def get_config(arg=None):
         c.train.update(steps=200_000, batch_size=512, log_every=100, eval_every=5000, eval_batches=16,
                        checkpoint_every=5000, keep=3, best_metric="eval/sync_offset_acc", best_mode="max")
     else:
-        raise ValueError(f"configs/sync.py: unknown variant {arg!r} (known: tiny, base)")
+        raise ValueError(f"configs/sync.py: unknown variant {arg!r} (known: tiny, judge, base)")
     return c

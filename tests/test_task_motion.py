@@ -2,6 +2,8 @@
 (slow) that the tiny config learns: lips follow held-out audio, pose is sampled or follows a source."""
 
 
+import json
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -37,8 +39,8 @@ def test_point_weights_and_pearson():
     assert weights.mean() == pytest.approx(1.0)
     assert weights[60] == pytest.approx(4 * weights[0])
     x = np.linspace(0, 1, 20)
-    assert motion.pearson(x, 3 * x + 1) == pytest.approx(1.0)
-    assert motion.pearson(x, np.ones(20)) == 0.0  # a constant predicts nothing
+    assert motion.pearson(x, 3 * x + 1) == pytest.approx(1.0)  # the task's eval step uses evaluate's
+    assert motion.pearson(jnp.asarray(x), jnp.ones(20)) == 0.0  # a constant predicts nothing, in jax too
 
 
 @pytest.mark.slow  # compiles the train, eval and generation steps: 135 s measured on a loaded 2-core machine
@@ -49,11 +51,14 @@ def test_trains_through_the_generic_loop(tmp_path, cache_dir):
         assert np.isfinite(result[name]), name
     # Evaluation writes the model's and the baselines' metrics.
     metrics = evaluate.evaluate(tmp_path / "run", max_clips=2)
-    assert (tmp_path / "run" / "eval" / "metrics.json").is_file()
-    names = {"mouth_corr", "lmd", "lmd_mouth", "pose_diversity", "pose_follow", "identity_err", "mouth_lag"}
-    assert names <= metrics.keys()
-    assert names <= metrics["baselines"]["static"].keys() and names <= metrics["baselines"]["energy"].keys()
-    assert metrics["num_clips"] == 2 and metrics["sync_expert"] is None
+    assert (tmp_path / "run" / "eval" / "metrics.json").is_file() and (tmp_path / "run" / "eval" / "report.html").is_file()
+    names = {"mouth_corr", "lmd", "lmd_mouth", "pose_diversity", "pose_follow", "identity_err", "mouth_lag",
+             "audio_pose_corr", "blink_rate"}
+    assert names <= metrics["model"].keys()
+    assert set(metrics["baselines"]) == {"static", "energy", "retrieval", "source_pose"}
+    assert all(names <= b.keys() for b in metrics["baselines"].values())
+    assert metrics["num_clips"] == 2 and metrics["judges"] == {} and len(metrics["clips"]) == 2
+    assert all(c["reference_frame"] is not None for c in metrics["clips"])  # references as at inference
     # The eval step wrote sample videos: generated | true keypoints, with the clip's speech.
     for i, clip in enumerate(pipeline.load_clips(micro_config(cache_dir), "eval", limit=2)):
         sample = video.read_video(tmp_path / "run" / "samples" / "step_3" / f"motion_sample_{i}.mp4")
@@ -112,22 +117,31 @@ def test_controllable_mode_takes_the_source_latents(cache_dir):
     assert out["keypoints"].shape == batch["keypoints"].shape and out["pose"].shape[-1] == 4
 
 
-@pytest.mark.slow
-def test_tiny_model_learns_lips_from_audio_and_pose_from_prior_or_source(tmp_path_factory, cache_dir,
-                                                                         train_as_a_user_would):
-    """Shown to learn, on unseen speakers, sentences and language: the generated mouth follows
-    the audio far better than the baselines, prior samples differ in head pose while the
-    lips stay, and the controllable mode copies the source's head pose."""
-    workdir = tmp_path_factory.mktemp("motion_tiny")
-    train_as_a_user_would("configs/motion.py:tiny", workdir, [f"--config.data.cache_dir={cache_dir}"])
-    m = evaluate.evaluate(workdir)
-    static, energy = m["baselines"]["static"], m["baselines"]["energy"]
-    print("motion tiny held-out:", {k: m[k] for k in ("mouth_corr", "lmd", "lmd_mouth", "pose_diversity",
-                                                      "pose_follow", "identity_err")}, "static:", static,
-          "energy:", energy)
-    assert (workdir / "eval" / "metrics.json").is_file()
-    assert m["mouth_corr"] > energy["mouth_corr"] + 0.1 and m["mouth_corr"] > static["mouth_corr"] + 0.3
-    assert m["mouth_corr_unseen_language"] > energy["mouth_corr_unseen_language"]
-    assert m["lmd_mouth"] < static["lmd_mouth"]
-    assert m["pose_diversity"] > 1e-3 and static["pose_diversity"] == 0.0
-    assert m["pose_follow"] > 0.5
+@pytest.mark.slow  # trains a sync judge and the tiny motion model: ~4 min on a loaded 2-core machine
+def test_tiny_model_beats_the_strongest_baseline_under_an_independent_judge(tmp_path_factory, cache_dir,
+                                                                            train_as_a_user_would):
+    """Shown to learn, on unseen speakers, sentences and language, with references taken as at
+    inference (a detected frame): the generated mouth follows the audio better than every
+    baseline (nearest-neighbour retrieval included), a sync judge that never trained it finds
+    its lips more in sync than every baseline's, prior samples differ in head pose, and the
+    controllable mode follows the source's head pose."""
+    judge, workdir = tmp_path_factory.mktemp("judge"), tmp_path_factory.mktemp("motion_tiny")
+    data = [f"--config.data.cache_dir={cache_dir}"]
+    train_as_a_user_would("configs/sync.py:judge", judge, data)
+    train_as_a_user_would("configs/motion.py:tiny", workdir, data)
+    m = evaluate.evaluate(workdir, sync_judge_workdir=str(judge))
+    model, truth, rivals = m["model"], m["ground_truth"], m["baselines"]
+    print("motion tiny held-out:", json.dumps({"model": model, "truth": truth, "baselines": rivals,
+                                               "headline": m["headline"]}, indent=1))
+    assert m["judges"]["sync"]["disjoint_from_loss_expert"] and m["config"]["reference"] == "detected"
+    best = {k: max(b[k] for b in rivals.values()) for k in ("mouth_corr", "mouth_corr_unseen_language",
+                                                             "sync_offset_acc", "sync_confidence")}
+    assert model["mouth_corr"] > best["mouth_corr"] + 0.1 and m["headline"]["model_beats_it"]
+    assert model["mouth_corr_unseen_language"] > best["mouth_corr_unseen_language"]
+    assert model["sync_offset_acc"] > best["sync_offset_acc"] and model["sync_confidence"] > best["sync_confidence"]
+    assert model["sync_distance"] < min(b["sync_distance"] for b in rivals.values())
+    assert truth["sync_offset_acc"] > 0.3  # the judge finds the truth in sync: it can judge
+    assert model["lmd_mouth"] < rivals["static"]["lmd_mouth"]
+    assert model["pose_diversity"] > 1e-3 and rivals["static"]["pose_diversity"] == 0.0
+    # Copying the source's pose follows it perfectly; the model, decoding latents, nearly.
+    assert model["pose_follow"] > 0.5 and rivals["source_pose"]["pose_follow"] > 0.99

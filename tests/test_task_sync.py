@@ -86,9 +86,11 @@ def test_tiny_expert_finds_the_true_offset_on_held_out_clips(tmp_path_factory, t
     workdir = tmp_path_factory.mktemp("sync_tiny")
     train_as_a_user_would("configs/sync.py:tiny", workdir,
                           [f"--config.data.cache_dir={tmp_path_factory.getbasetemp() / 't2v-cache'}"])
-    metrics = evaluate.evaluate(workdir)
+    result = evaluate.evaluate(workdir)
+    metrics, energy = result["model"], result["baselines"]["energy"]
     chance = 1 / 31
-    print("sync tiny held-out:", metrics)
-    assert metrics["chance"] == pytest.approx(chance)
-    assert metrics["sync_offset_acc"] > 5 * chance
+    print("sync tiny held-out:", metrics, "energy detector:", energy)
+    assert metrics["chance"] == pytest.approx(chance) and result["baselines"]["chance"]["sync_offset_acc"] == chance
+    assert metrics["sync_offset_acc"] > 5 * chance and metrics["sync_offset_acc"] > energy["sync_offset_acc"]
     assert metrics["sync_auc"] > 0.8
+    assert (workdir / "eval" / "report.html").is_file()

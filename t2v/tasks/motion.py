@@ -39,6 +39,7 @@ from jax.experimental import multihost_utils
 from t2v import keypoints as kp
 from t2v import video
 from t2v.data import pipeline
+from t2v.evaluate.metrics import landmark_distance, pearson  # one home for every metric
 from t2v.models.flow import diagonal_gaussian_log_prob
 from t2v.models.motion_vae import MotionModel, build_motion_model, generate_chunked
 from t2v.tasks import Task, register
@@ -60,15 +61,6 @@ def point_weights(mouth_weight: float) -> np.ndarray:
     weights = np.ones(kp.NUM_POINTS, np.float32)
     weights[MOUTH_INDEX] = mouth_weight
     return weights / weights.mean()
-
-
-def pearson(x, y, axis=-1):
-    """Pearson correlation along `axis` (0 where either side is constant); numpy or jax."""
-    xp = jnp if isinstance(x, jax.Array) or isinstance(y, jax.Array) else np
-    x = x - x.mean(axis=axis, keepdims=True)
-    y = y - y.mean(axis=axis, keepdims=True)
-    denominator = xp.sqrt((x**2).sum(axis=axis) * (y**2).sum(axis=axis))
-    return xp.where(denominator > 1e-12, (x * y).sum(axis=axis) / xp.maximum(denominator, 1e-12), 0.0)
 
 
 def random_similarity(rng, points, max_angle=0.3, max_log_scale=0.2, max_shift=0.2):
@@ -221,9 +213,3 @@ def draw_face(points, color) -> np.ndarray:
     """Face-frame keypoints `[68, 2]` drawn on a blank `SAMPLE_CANVAS`-pixel square: uint8 `[S, S, 3]`."""
     canvas = np.zeros((SAMPLE_CANVAS, SAMPLE_CANVAS, 3), np.uint8)
     return kp.draw_keypoints(canvas, kp.denormalise(np.asarray(points, np.float32), _CANVAS_FRAME), color)
-
-
-def landmark_distance(prediction, target):
-    """Euclidean distance per point in face units: `[..., 68, 2]` -> `[..., 68]`."""
-    xp = jnp if isinstance(prediction, jax.Array) or isinstance(target, jax.Array) else np
-    return xp.sqrt(((prediction - target) ** 2).sum(-1))

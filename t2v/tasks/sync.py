@@ -230,13 +230,24 @@ class FrozenExpert:
         return self.task.sync_score(params, mel, mouth).reshape(batch, n).mean(axis=1)
 
     def offset_accuracy(self, mel, keypoints, reference, max_shift: int | None = None) -> dict[str, float]:
-        """`offset_metrics` of whole clips, host side: mel `[4T, 80]`, keypoints `[T, 68, 2]`,
-        reference `[68, 2]`; every W-frame window with `max_shift` frames of audio either side."""
+        """`offset_metrics` of a whole clip, host side (see `clip_offset_scores`); {} when the
+        clip is too short for one window with its audio context."""
+        max_shift = self.task.max_shift if max_shift is None else max_shift
+        scores = self.clip_offset_scores(mel, keypoints, reference, max_shift)
+        if scores is None:
+            return {}
+        return {k: float(v) for k, v in offset_metrics(scores, max_shift).items()}
+
+    def clip_offset_scores(self, mel, keypoints, reference, max_shift: int | None = None) -> np.ndarray | None:
+        """Cosine scores `[windows, 2M + 1]` of a whole clip against its audio at offsets -M..M:
+        mel `[4T, 80]`, keypoints `[T, 68, 2]`, reference `[68, 2]`; the non-overlapping
+        W-frame windows starting at frame M, each with M frames of audio either side (the
+        pinned preprocessing of every sync judgement). None when no window fits."""
         max_shift = self.task.max_shift if max_shift is None else max_shift
         w, frames = self.window, len(keypoints)
         starts = list(range(max_shift, frames - w - max_shift + 1, w))
         if not starts:
-            return {}
+            return None
         mouth = pipeline.pose_free_mouth(np.asarray(keypoints), np.asarray(reference))
         mouths = np.stack([mouth[s : s + w] for s in starts]).astype(np.float32)
         contexts = np.stack([pipeline.mel_span(np.asarray(mel), s - max_shift, w + 2 * max_shift) for s in starts])
@@ -244,8 +255,7 @@ class FrozenExpert:
         padded = -len(starts) % 16
         mouths = np.concatenate([mouths, np.repeat(mouths[:1], padded, axis=0)])
         contexts = np.concatenate([contexts, np.repeat(contexts[:1], padded, axis=0)])
-        scores = np.asarray(self._offset_scores(self.params, mouths, contexts, max_shift))[: len(starts)]
-        return {k: float(v) for k, v in offset_metrics(scores, max_shift).items()}
+        return np.asarray(self._offset_scores(self.params, mouths, contexts, max_shift))[: len(starts)]
 
     @functools.partial(jax.jit, static_argnums=(0, 4))
     def _offset_scores(self, params, mouths, contexts, max_shift):
