@@ -1,12 +1,14 @@
 """Serving export: every artifact runs in its own runtime and matches JAX.
 
 The ONNX converter is checked primitive by primitive on small functions with symbolic
-dimensions; the tiny motion and render models (random parameters, the zero-initialised
+dimensions, and the jax internals it reads (t2v/export/jax_adapter.py) on tiny examples; the
+tiny motion and render models (random parameters, the zero-initialised
 heads perturbed so nothing is trivially zero) are exported and run in a separate Python
 process that never imports t2v: `jax.export.deserialize(...).call` and
 `onnxruntime.InferenceSession`, each at two batch sizes and two lengths.
 """
 
+import collections
 import json
 import subprocess
 import sys
@@ -19,10 +21,13 @@ import numpy as np
 import pytest
 
 pytest.importorskip("onnxruntime")
+import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
 from t2v import config as config_lib  # noqa: E402
 from t2v import export as export_lib  # noqa: E402
+from t2v.errors import InputError  # noqa: E402
+from t2v.export import jax_adapter  # noqa: E402
 from t2v.models.audio_encoder import chunk_spans  # noqa: E402
 from t2v.models.motion_vae import MotionModel, build_motion_model  # noqa: E402
 from t2v.tasks.render import build_renderer  # noqa: E402
@@ -54,6 +59,21 @@ def band_attention(x, w):
     offset = jnp.arange(x.shape[1])[None, :] - jnp.arange(x.shape[1])[:, None]
     logits = jnp.where(jnp.abs(offset) <= 2, logits, jnp.finfo(jnp.float32).min)
     return (jax.nn.softmax(logits, axis=-1),)
+
+
+def products(x, w, w3, v):
+    """Every dot_general form the models make: Dense on rank 3, batched, DenseGeneral with two
+    output or two contracting axes, matrix-vector, a constant on the left; and an outer product."""
+    dense = x @ w
+    batched = jnp.einsum("btd,bsd->bts", x, x)
+    general_out = jnp.einsum("btd,dhk->bthk", x, w3)
+    general_in = jnp.einsum("bthk,dhk->btd", general_out, w3)
+    vector = x @ v
+    constant_left = jnp.einsum("ed,btd->bte", np.arange(12.0, dtype=np.float32).reshape(3, 4) / 10, x)
+    gram = jnp.einsum("btd,bte->bde", x, x)  # batched, contracting the symbolic length
+    batch_two_free = jnp.einsum("bstd,bde->bste", jnp.stack([x, 2 * x], 1), gram)
+    outer = jnp.einsum("btd,e->btde", x, v)
+    return dense, batched, general_out, general_in, vector, constant_left, gram, batch_two_free, outer
 
 
 def elementwise(x):
@@ -113,6 +133,7 @@ long_b, long_t = jax.export.symbolic_shape("b, t", constraints=("t >= 2",))
 
 OP_CASES = {
     "band_attention": (band_attention, [spec(b, t, 4), spec(4, 4)]),
+    "products": (products, [spec(b, t, 4), spec(4, 4), spec(4, 2, 2), spec(4)]),
     "elementwise": (elementwise, [spec(b, t)]),
     "reductions": (reductions, [spec(b, t, 3)]),
     "shapes": (shapes, [spec(b, t, 4)]),
@@ -126,7 +147,7 @@ OP_CASES = {
 def concrete(specs, sizes, rng):
     arrays = []
     for s in specs:
-        shape = tuple(int(d) if isinstance(d, int) else int(d._evaluate(sizes)) for d in s.shape)
+        shape = tuple(int(d) if isinstance(d, int) else int(jax_adapter.evaluate_dim(d, sizes)) for d in s.shape)
         if s.dtype == jnp.int32:
             arrays.append(rng.integers(-2, 7, size=shape).astype(np.int32))
         else:
@@ -154,6 +175,70 @@ def test_onnx_converter_names_an_unsupported_primitive():
                                           ("y",))
     with pytest.raises(export_lib.UnsupportedForOnnx, match="cumsum"):
         export_lib.to_onnx(function)
+
+
+def op_types(graph) -> collections.Counter:
+    """ONNX op types in a graph and its subgraphs (Scan bodies)."""
+    counts = collections.Counter()
+    for node in graph.node:
+        counts[node.op_type] += 1
+        for attribute in node.attribute:
+            if attribute.HasField("g"):
+                counts.update(op_types(attribute.g))
+    return counts
+
+
+def test_matrix_products_become_matmul_and_only_the_rest_einsum():
+    fn, specs = OP_CASES["products"]
+    function = export_lib.ServingFunction("products", fn, ("x", "w", "w3", "v"), tuple(specs),
+                                          tuple(f"out{i}" for i in range(9)))
+    counts = op_types(export_lib.to_onnx(function).graph)
+    assert counts["MatMul"] == 8 and counts["Einsum"] == 1, counts  # the outer product alone
+
+
+def test_log1p_keeps_small_inputs_precise():
+    function = export_lib.ServingFunction("log1p", lambda x: (jnp.log1p(x),), ("x",), (spec(b),), ("y",))
+    session = ort.InferenceSession(export_lib.to_onnx(function).SerializeToString())
+    small = np.logspace(-7, -3, 41)
+    x = np.concatenate([small, -small, [0.0, 0.5, -0.5, 3.0, 1e6, -1.0, np.inf]]).astype(np.float32)
+    (got,) = session.run(None, {"x": x})
+    with np.errstate(divide="ignore"):  # log1p(-1) = -inf
+        want = np.log1p(x.astype(np.float64))
+        naive = np.log(np.float32(1) + x)  # what `Log(1 + x)` computes: 19% off at 1e-7
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)  # measured: 2.3e-7, 2 float32 ulps
+    assert np.max(np.abs(naive[:82] - want[:82]) / np.abs(want[:82])) > 1e-2
+
+
+def test_jax_adapter_hooks_hold():
+    """Each jax internal the converter reads still behaves on a tiny example. A failure here
+    means a jax upgrade changed it: the message names the jax version and the adapter."""
+    def check(ok, what):
+        assert ok, str(jax_adapter.changed(what))
+
+    s, t = jax.export.symbolic_shape("s, t", constraints=("s >= t",))
+    for dim, want in [(4 * t, 28), (s + 1, 10), (s - t, 2), (t // 2, 3), (t % 3, 1), (jax.core.max_dim(t, 8), 8),
+                      (jax.core.min_dim(t, 5), 5), (t * t - 3 * s, 22), (3 * ((t + 1) // 2), 12), (-t + 9, 2)]:
+        got = jax_adapter.evaluate_dim(dim, {"s": 9, "t": 7})
+        check(got == want, f"the text of symbolic dimensions ({str(dim)!r} evaluated to {got}, not {want})")
+
+    def tiny(x):
+        y = jax.nn.relu(jnp.sin(x))  # custom_jvp_call around a jit
+        return jax.lax.scan(lambda c, xi: (c + xi, c * xi), y[0], y)
+
+    closed = jax.make_jaxpr(tiny)(np.ones((3, 2), np.float32))
+    eqns = {e.primitive.name: e for e in closed.jaxpr.eqns}
+    check({"custom_jvp_call", "scan"} <= set(eqns), f"the jaxpr of jax.nn.relu and lax.scan ({sorted(eqns)})")
+    x = np.linspace(-1, 1, 6, dtype=np.float32).reshape(3, 2)
+    (folded,) = jax_adapter.fold(eqns["custom_jvp_call"], [x])
+    check(np.allclose(folded, np.maximum(x, 0)), "evaluating one equation (fold of custom_jvp_call)")
+    body, consts = jax_adapter.inner_jaxpr(eqns["custom_jvp_call"])
+    check(len(body.invars) == 1 and consts == [], "the body of custom_jvp_call")
+    parts = jax_adapter.scan_parts(eqns["scan"], ["c", "xs"])
+    check((parts.consts, parts.carry, parts.xs, parts.reverse) == ([], ["c"], ["xs"], False)
+          and len(parts.body.invars) == 2, "the operands of scan")
+    check(jax_adapter.params(eqns["scan"], "num_carry") == (1,), "the parameters of scan")
+    with pytest.raises(jax_adapter.JaxChanged, match=rf"jax {jax.__version__} changed .*jax_adapter.py"):
+        jax_adapter.params(eqns["scan"], "no_such_parameter")
 
 
 # --------------------------------------------------------------------------- the models, in their runtimes
@@ -231,9 +316,17 @@ def motion_inputs(model, batch, frames, seed):
 
 
 def test_motion_artifacts_run_without_t2v_and_match(motion, tmp_path):
+    """Saved with external data (the threshold set to 0 bytes, as past 2 GB), so the fresh
+    process loads each model's tensors from its side file."""
     _, model, params = motion
     generate, stream = export_lib.motion_serving(model, params)
-    export_lib.export_functions([generate, stream], tmp_path)
+    entries = export_lib.export_functions([generate, stream], tmp_path, external_data_threshold=0)
+    for name in ("generate", "stream"):
+        assert entries[name]["onnx_external_data"] == f"{name}.onnx.data"
+        graph_bytes, data_bytes = ((tmp_path / f"{name}.{ext}").stat().st_size for ext in ("onnx", "onnx.data"))
+        assert data_bytes > 10 * graph_bytes, (graph_bytes, data_bytes)
+        counts = op_types(onnx.load(tmp_path / f"{name}.onnx", load_external_data=False).graph)
+        assert counts["MatMul"] > 20 and counts["Einsum"] == 0, counts
     hidden = model.prior.hidden_features
     runs = {"generate": {}, "stream": {}}
     for batch, frames in ((1, 6), (3, 11)):  # two batch sizes, two lengths
@@ -280,7 +373,9 @@ def test_render_artifacts_run_without_t2v_and_match(tmp_path):
     params = random_params(renderer, jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)), points, points)
     encode, render = export_lib.render_serving(renderer, params)
     assert render.output_names == ("frame", "refined")
-    export_lib.export_functions([encode, render], tmp_path)
+    entries = export_lib.export_functions([encode, render], tmp_path)
+    assert "onnx_external_data" not in entries["render_frame"]  # small: one file
+    assert op_types(onnx.load(tmp_path / "render_frame.onnx").graph)["MatMul"] > 0
     rng = np.random.default_rng(0)
 
     def image_and_points(batch):
@@ -330,16 +425,25 @@ def test_export_of_a_demo_workdir_writes_artifacts_and_manifest(motion, tmp_path
 
 def test_export_errors_are_one_line(motion, tmp_path):
     config, _, params = motion
-    with pytest.raises(FileNotFoundError, match="no such directory"):
+    with pytest.raises(InputError, match="no such directory"):
         export_lib.export(tmp_path / "missing", tmp_path / "out")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="neither a task workdir"):
+    with pytest.raises(InputError, match="neither a task workdir"):
         export_lib.export(tmp_path / "empty", tmp_path / "out")
     wider = config_lib.load("configs/motion.py:tiny", ["--config.model.vae.features=32"])
     write_workdir(tmp_path / "mismatch", wider, params)
-    with pytest.raises(ValueError, match="does not match config.json's model"):
+    with pytest.raises(InputError, match="does not match config.json's model"):
         export_lib.export(tmp_path / "mismatch", tmp_path / "out")
     config_lib.write(config_lib.load("configs/sync.py:tiny"), tmp_path / "sync")
     (tmp_path / "sync" / "checkpoints").mkdir()
-    with pytest.raises(ValueError, match="nothing to serve"):
+    with pytest.raises(InputError, match="nothing to serve"):
         export_lib.export(tmp_path / "sync", tmp_path / "out")
+    with pytest.raises(InputError, match="platforms"):
+        export_lib.export(tmp_path / "mismatch", tmp_path / "out", platforms=["gpu"])
+    with pytest.raises(InputError, match="external_data_threshold"):
+        export_lib.export(tmp_path / "mismatch", tmp_path / "out", external_data_threshold=-1)
+    (tmp_path / "file").write_text("keep me")
+    with pytest.raises(InputError, match="not a directory"):
+        export_lib.export(tmp_path / "mismatch", tmp_path / "file")
+    assert (tmp_path / "file").read_text() == "keep me"
+    assert not (tmp_path / "out").exists()  # nothing written before an error
