@@ -4,7 +4,7 @@ A crop transform maps source-frame pixels to crop pixels: `crop = points @ A.T +
 stored as `[T, 2, 3]` matrices `[A | b]`. It is the least-squares similarity (scale,
 rotation, translation; never a reflection) taking the face's STABLE landmarks (jaw
 ends, nose, eye corners: they barely move with expression) onto the canonical face,
-`t2v.keypoints.FRONTAL_TEMPLATE` placed in the crop by `canonical_face`.
+`t2v.keypoints.FRONTAL_TEMPLATE` placed in the crop by `t2v.keypoints.canonical_face`.
 
 How much head motion survives the crop is set by `stabilise_seconds`:
   * None: one transform for the whole clip (the mean of the per-frame ones): the crop
@@ -21,16 +21,15 @@ import scipy.ndimage
 from PIL import Image
 
 from t2v import keypoints as kp
+from t2v.keypoints import FACE_CENTRE, FACE_SCALE  # noqa: F401 - the crop's framing, shared with t2v.generate
 
 CROP_SIZE = 224
-FACE_SCALE = 0.36  # crop pixels per face unit, over the crop size: the jaw spans 0.68 of the crop
-FACE_CENTRE = (0.5, 0.52)  # where the face-frame origin sits, as fractions of the crop
 _STABLE = np.array(kp.STABLE)
 
 
 def canonical_face(size: int = CROP_SIZE) -> np.ndarray:
-    """The template face `[68, 2]` in the pixels of a `size x size` crop."""
-    return (kp.FRONTAL_TEMPLATE * (FACE_SCALE * size) + np.array(FACE_CENTRE) * size).astype(np.float32)
+    """The template face `[68, 2]` in the pixels of a `size x size` crop (`t2v.keypoints.canonical_face`)."""
+    return kp.canonical_face(size)
 
 
 def crop_transforms(

@@ -42,6 +42,7 @@ SAMPLES_PER_FRAME = 640
 assert SAMPLES_PER_FRAME == SAMPLE_RATE // FPS == MELS_PER_FRAME * HOP
 
 LOG_FLOOR = 1e-5  # log_mel = ln(max(mel power, LOG_FLOOR)); silence reads ln(1e-5) = -11.5
+SILENCE_LOG_MEL = float(np.log(LOG_FLOOR))  # what `log_mel` gives for silence: pad mel with this
 SILENCE_DBFS = -60.0  # a recording whose peak stays below this is treated as silent
 
 _SOUNDFILE_SUFFIXES = (".wav", ".flac")

@@ -102,6 +102,16 @@ FRONTAL_TEMPLATE_3D: np.ndarray = _frontal_template_3d()
 FRONTAL_TEMPLATE: np.ndarray = FRONTAL_TEMPLATE_3D[:, :2].copy()
 """Its orthographic projection `[68, 2]`."""
 
+# The canonical face crop, one definition for data preparation (data_pipelines/align.py)
+# and inference (t2v.generate): a model sees at inference the framing it trained on.
+FACE_SCALE = 0.36  # crop pixels per face unit, over the crop size: the jaw spans 0.68 of the crop
+FACE_CENTRE = (0.5, 0.52)  # where the face-frame origin sits, as fractions of the crop
+
+
+def canonical_face(size: int) -> np.ndarray:
+    """`FRONTAL_TEMPLATE` `[68, 2]` in the pixels of a `size x size` canonical crop."""
+    return (FRONTAL_TEMPLATE * (FACE_SCALE * size) + np.array(FACE_CENTRE) * size).astype(np.float32)
+
 # ---------------------------------------------------------------------------------------
 # Array plumbing: numpy or jax.numpy, shape checks.
 

@@ -301,3 +301,11 @@ def test_pitch_is_yin():
     voiced = rms > 0.1 * rms.max()
     relative = np.abs(ours - theirs)[voiced] / theirs[voiced]
     assert np.median(relative) < 0.01 and np.mean(relative < 0.05) > 0.8
+
+
+def test_silence_reads_the_one_silence_constant():
+    # Padding code (the input pipeline, generation) fills with SILENCE_LOG_MEL: it must be
+    # exactly what log_mel gives for a silent stretch.
+    mel = audio.log_mel(np.zeros(audio.SAMPLE_RATE, np.float32))
+    np.testing.assert_array_equal(mel, np.float32(audio.SILENCE_LOG_MEL))
+    assert audio.SILENCE_LOG_MEL == pytest.approx(-11.513, abs=1e-3)

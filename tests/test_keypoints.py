@@ -408,3 +408,17 @@ def test_draw_keypoints_clips_to_the_image():
     half_out = kp.draw_keypoints(frame, TEMPLATE * 40 + np.array([0.0, 25.0]))
     assert half_out[:, :30].any() and not half_out[:, 45:].any()
     np.testing.assert_array_equal(kp.draw_keypoints(frame, TEMPLATE * 10 - 500), frame)
+
+
+def test_canonical_face_is_one_definition_for_preparation_and_inference():
+    from data_pipelines import align
+
+    assert align.FACE_SCALE is kp.FACE_SCALE and align.FACE_CENTRE is kp.FACE_CENTRE
+    np.testing.assert_array_equal(align.canonical_face(96), kp.canonical_face(96))
+    face = kp.canonical_face(200)
+    assert face.shape == (68, 2) and face.dtype == np.float32
+    # The face-frame origin lands at FACE_CENTRE of the crop, one face unit is FACE_SCALE of its side.
+    np.testing.assert_allclose(face.mean(0), (np.array(kp.FACE_CENTRE) + kp.FACE_SCALE * kp.FRONTAL_TEMPLATE.mean(0)) * 200,
+                               atol=1e-3)
+    np.testing.assert_allclose(face[16, 0] - face[0, 0], kp.FACE_SCALE * 200 * (kp.FRONTAL_TEMPLATE[16, 0] - kp.FRONTAL_TEMPLATE[0, 0]),
+                               rtol=1e-5)
