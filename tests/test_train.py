@@ -1,9 +1,12 @@
 """The generic loop end to end on the toy task (outputs, resume, preemption, NaN guard), then\neach of its pieces alone: the update step, the state's layout, the evaluator, preemption, logs."""
 
+import dataclasses
 import json
 import logging
+import os
 import signal
 import subprocess
+import sys
 import time
 from functools import partial
 
@@ -16,8 +19,11 @@ from jax.sharding import PartitionSpec
 
 import toy_task
 from t2v import checkpoint as checkpoint_lib
+from t2v import config as config_lib
 from t2v import optim, parallel
 from t2v import train as train_lib
+from t2v.errors import InputError
+from t2v.train import cost, dry_run
 from t2v.train import train_and_evaluate
 
 
@@ -327,3 +333,44 @@ def test_a_torn_metrics_line_does_not_break_the_resume(tmp_path):
     final = train_and_evaluate(toy_task.toy_config(steps=6, eval_every=0), tmp_path)
     assert final["step"] == 6
     assert [r["step"] for r in read_jsonl(tmp_path)] == list(range(1, 7))
+
+
+# -- cost and the dry run ---------------------------------------------------------------------
+def test_model_flops_count_matmuls_and_convs_and_every_loop_iteration():
+    def f(x, kernel):
+        y, _ = jax.lax.scan(lambda c, _: (c @ c, None), x, None, length=3)
+        return jax.lax.conv_general_dilated(y[None, None], kernel, (1, 1), "SAME").sum()
+
+    x, kernel = jnp.ones((8, 8)), jnp.ones((4, 1, 3, 3))
+    assert cost.model_flops(jax.make_jaxpr(f)(x, kernel)) == 3 * 2 * 8**3 + 2 * (4 * 8 * 8) * 9
+    # XLA's cost analysis counts the loop body once.
+    assert cost.xla_cost(jax.jit(f).lower(x, kernel).compile())["flops"] < 2 * 2 * 8**3 + 2 * (4 * 8 * 8) * 9
+    assert cost.device_key("NVIDIA H100 80GB HBM3") == "h100" and cost.device_key("TPU v5 lite") == "tpu_v5e"
+
+
+def test_dry_run_reports_memory_flops_and_step_time_and_catches_out_of_memory():
+    assert jax.device_count() == 8  # conftest's fake CPU devices: the dry run compiles in this process
+    config = config_lib.load("configs/sync.py:tiny", ["--config.train.batch_size=64"])
+    report = dry_run.analyse(config, "sync tiny", 8, target="a100")
+    printed = "\n".join(report.lines())
+    assert "on 8 devices (data=8 x fsdp=1 x tensor=1), global batch 64" in printed
+    assert "memory per device:" in printed and "expected step time on a100" in printed
+    assert report.memory["total"] > report.memory["arguments"] > 0
+    # The sync expert has no loops: the jaxpr's matmul count and XLA's agree to a few percent.
+    assert report.xla_flops_per_device == pytest.approx(report.flops_per_device, rel=0.1)
+    assert report.step_seconds == pytest.approx(report.flops_per_device / (19.5e12 * 0.4))
+    dry_run.check_fits(report)
+    with pytest.raises(InputError, match=r"^sync tiny: the update step needs .* GiB per device on 8 devices"):
+        dry_run.check_fits(dataclasses.replace(report, device_memory_gb=1e-4))
+
+
+@pytest.mark.slow  # a fresh process compiling for 16 fake devices: ~40 s on a loaded 2-core machine
+def test_dry_run_reruns_itself_with_enough_fake_devices(tmp_path):
+    argv = [sys.executable, "-m", "t2v.cli", "train", "--config", "configs/sync.py:tiny", "--workdir",
+            str(tmp_path / "never"), "--dry-run", "--devices", "16", "--device-memory-gb", "0.0001"]
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "on 16 devices (data=16 x fsdp=1 x tensor=1)" in result.stdout
+    assert result.stderr.strip().splitlines()[-1].startswith("t2v train --dry-run: error: configs/sync.py:tiny: ")
+    assert not (tmp_path / "never").exists()

@@ -9,6 +9,8 @@ This package does the rest, one job per module:
     evaluator.py      Evaluator: eval batches averaged, samples written
     metric_writer.py  MetricWriter: metrics.jsonl and TensorBoard
     preemption.py     Preemption: SIGTERM -> save and stop, agreed across processes
+    cost.py           FLOPs of a step (jaxpr count and XLA's), device peaks and memory
+    dry_run.py        `t2v train --dry-run`: compile for N devices; memory, FLOPs, step time
 
 The same program runs on one CPU, on 8 fake devices, on several local processes
 (launch/local.py) and on a multi-host slice (launch/README.md).

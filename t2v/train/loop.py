@@ -126,6 +126,7 @@ class CompiledUpdate:
     abstract_state: TrainState  # ShapeDtypeStructs with their shardings
     shardings: TrainState
     compiled: Any  # jax.stages.Compiled: (state, batch) -> (state, metrics), the state donated
+    train_step: Any  # the same step, uncompiled (for counting its FLOPs from the jaxpr)
 
 
 def compile_update(task, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, rules,
@@ -143,7 +144,7 @@ def compile_update(task, config: ml_collections.ConfigDict, mesh: jax.sharding.M
         update = jax.jit(train_step, in_shardings=(shardings, parallel.batch_sharding(mesh)),
                          out_shardings=(shardings, replicated), donate_argnums=0)
         compiled = update.lower(abstract_state, abstract_batch).compile()
-    return CompiledUpdate(tx, schedule, abstract_state, shardings, compiled)
+    return CompiledUpdate(tx, schedule, abstract_state, shardings, compiled, train_step)
 
 
 class TrainLog:
