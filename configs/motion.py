@@ -38,6 +38,7 @@ def get_config(arg=None):
         sync_judge_workdir="",  # a sync judge that never served as a loss; "" = no sync metrics
         samples=3,              # prior samples per clip (pose_diversity); the first is scored
         max_clips=0,            # 0 = every held-out clip
+        clips_seed=0,           # synthetic data: the eval plan's seed, whatever config.seed is
     )
     add_window_data(c, window=16, max_shift=0)
 

@@ -55,7 +55,7 @@ def evaluate(workdir: str | Path, config: ml_collections.ConfigDict | None = Non
     workdir's; `sync_judge_workdir` overrides `config.eval.sync_judge_workdir`."""
     from t2v.evaluate import motion, render, sync
 
-    workdir = Path(workdir)
+    workdir = checkpoint.workdir_path(workdir)  # gs:// too
     config = checkpoint.read_config(workdir) if config is None else config
     config = ml_collections.ConfigDict(config.to_dict())
     settings = eval_settings(config, sync_judge_workdir, max_clips)
@@ -92,7 +92,10 @@ def eval_settings(config: ml_collections.ConfigDict, sync_judge_workdir: str | N
     if "data" in config:
         config.data.reference = "detected"  # always: inference never sees a privileged neutral face
     return {"sync_judge_workdir": judge, "max_clips": clips, "samples": int(e.get("samples", 3)),
-            "reference": "detected", "trained_reference": trained}
+            "reference": "detected", "trained_reference": trained,
+            # The held-out list does not move with the training seed: every seed of a sweep is
+            # scored on the same clips (synthetic data: the eval plan of this data seed).
+            "clips_seed": int(e.get("clips_seed", 0))}
 
 
 def clip_entries(clips: list[dict], unseen_languages: set[str]) -> list[dict]:

@@ -75,7 +75,7 @@ def evaluate_motion(workdir, config, params, settings: dict, seed: int) -> dict:
 
 
 def load_eval_clips(workdir, config, settings: dict) -> list[dict]:
-    clips = pipeline.load_clips(config, "eval")
+    clips = pipeline.load_clips(config, "eval", seed=settings["clips_seed"])
     if settings["max_clips"]:
         clips = clips[: settings["max_clips"]]
     if not clips:

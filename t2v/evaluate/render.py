@@ -32,7 +32,7 @@ def evaluate_render(workdir, config, params, settings: dict, seed: int) -> dict:
     from t2v.tasks import get_task
 
     task = get_task(config)
-    source, pairs = task.eval_pairs(int(config.seed))
+    source, pairs = task.eval_pairs(settings["clips_seed"])
     if settings["max_clips"]:
         records = sorted({p[0] for p in pairs})[: settings["max_clips"]]
         pairs = [p for p in pairs if p[0] in records]
