@@ -14,6 +14,8 @@ def get_config(arg=None):
     c = ml_collections.ConfigDict()
     c.export = dict(
         onnx=True,  # also convert every serving function to ONNX beside its StableHLO
+        platforms="cpu,cuda,tpu",  # what the StableHLO is lowered for (of cpu, cuda, rocm, tpu)
+        external_data_threshold=1 << 30,  # bytes of weights past which ONNX tensors go to <name>.onnx.data
     )
     if arg not in (None, ""):
         raise InputError(f"configs/export.py: unknown variant {arg!r}")

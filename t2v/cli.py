@@ -148,7 +148,9 @@ def _export(args, overrides) -> int:
     e = _load(args, _flag_overrides("export", {"onnx": False if args.no_onnx else None}) + overrides).export
     from t2v import export
 
-    manifest = export.export(args.checkpoint, args.out, onnx=e.onnx)
+    platforms = tuple(p.strip() for p in e.platforms.split(",") if p.strip())
+    manifest = export.export(args.checkpoint, args.out, onnx=e.onnx, platforms=platforms,
+                             external_data_threshold=e.external_data_threshold)
     for task, entry in manifest["tasks"].items():
         print(f"{task}: {', '.join(entry['functions'])} -> {Path(args.out) / task}")
     for task, why in manifest.get("skipped", {}).items():

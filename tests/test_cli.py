@@ -150,7 +150,16 @@ def test_export_maps_overrides_onto_export(monkeypatch, tmp_path, argv, onnx):
     calls = _record_call(monkeypatch, "t2v.export.export", {"tasks": {}})
     assert cli.main(["export", "--checkpoint", "ckpt", "--out", str(tmp_path), *argv]) == 0
     (args, kwargs), = calls
-    assert args == ("ckpt", str(tmp_path)) and kwargs == {"onnx": onnx}
+    assert args == ("ckpt", str(tmp_path))
+    assert kwargs == {"onnx": onnx, "platforms": ("cpu", "cuda", "tpu"), "external_data_threshold": 1 << 30}
+
+
+def test_export_maps_platforms_and_external_data_threshold(monkeypatch, tmp_path):
+    calls = _record_call(monkeypatch, "t2v.export.export", {"tasks": {}})
+    argv = ["--config.export.platforms=cpu, tpu", "--config.export.external_data_threshold=1000"]
+    assert cli.main(["export", "--checkpoint", "ckpt", "--out", str(tmp_path), *argv]) == 0
+    (_, kwargs), = calls
+    assert kwargs["platforms"] == ("cpu", "tpu") and kwargs["external_data_threshold"] == 1000
 
 
 def test_demo_applies_overrides(monkeypatch, tmp_path):
