@@ -5,7 +5,8 @@
 
 `--temperature`, `--seed`, `--max-seconds` and `--overlay` are shorthands for these
 fields; `--config.generate.x=y` overrides win over them. A None field means "the
-default of t2v.generate.run" (the checkpoint's temperature, 600 s, a batch by size).
+default of t2v.generate.run" (the checkpoint's temperature, 600 s, a batch by size)
+and, for the fields after `overlay`, is not passed at all.
 """
 
 import ml_collections
@@ -22,6 +23,9 @@ def get_config(arg=None):
         max_seconds=config_dict.placeholder(float),   # longer speech is refused; None: 600
         render_batch=config_dict.placeholder(int),    # frames per renderer call; None: 1 at >= 256 px, else 4
         overlay=False,                                # also write OUT_keypoints.mp4 with the keypoints drawn
+        renderer=config_dict.placeholder(str),        # "photo" (warp the photo's own pixels) or "model"; None: photo
+        face=config_dict.placeholder(int),            # which face of a group photo; None: the largest
+        add_blinks=config_dict.placeholder(bool),     # blinks on top of the prior's motion; None: yes
     )
     if arg not in (None, ""):
         raise InputError(f"configs/generate.py: unknown variant {arg!r}")

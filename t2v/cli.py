@@ -38,6 +38,11 @@ def _load(args, overrides) -> ml_collections.ConfigDict:
     return cfg
 
 
+def _given(section: ml_collections.ConfigDict, *names: str) -> dict:
+    """The named fields that are set: a None one leaves the callee's own default."""
+    return {name: section[name] for name in names if section[name] is not None}
+
+
 def _flag_overrides(section: str, flags: dict) -> list[str]:
     """Shorthand flags as overrides of `section`, placed first so `--config.` ones win."""
     return [f"--config.{section}.{k}={v}" for k, v in flags.items() if v is not None]
@@ -106,7 +111,7 @@ def _eval(args, overrides) -> int:
     if args.config:
         cfg = _load(args, overrides)
     else:  # the workdir's own config, with the overrides over it
-        saved = Path(args.workdir) / "config.json"
+        saved = checkpoint.workdir_path(args.workdir) / "config.json"  # gs:// too
         if not saved.is_file():
             raise InputError(f"{saved}: no such file (is {args.workdir} a t2v workdir?)")
         cfg = config_lib.apply_overrides(checkpoint.read_config(args.workdir), overrides)
@@ -137,7 +142,8 @@ def _generate(args, overrides) -> int:
 
     report = generate.run(args.image, args.audio, args.out, checkpoint=args.checkpoint, pose_from=args.pose_from,
                           keypoints_out=args.keypoints_out, temperature=g.temperature, seed=g.seed,
-                          overlay=g.overlay, max_seconds=g.max_seconds, render_batch=g.render_batch)
+                          overlay=g.overlay, max_seconds=g.max_seconds, render_batch=g.render_batch,
+                          **_given(g, "renderer", "face", "add_blinks"))
     print(f"wrote {report.out}: {report.frames} frames, {report.audio_seconds:.1f} s, "
           f"{report.photo_size[0]}x{report.photo_size[1]}")
     return 0

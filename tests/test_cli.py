@@ -136,11 +136,11 @@ def test_generate_maps_flags_and_overrides_onto_run(monkeypatch, capsys):
     calls = _record_call(monkeypatch, "t2v.generate.run", report)
     assert cli.main(["generate", "--image", "face.png", "--audio", "speech.wav", "--out", "o.mp4",
                      "--checkpoint", "ckpt", "--temperature", "0.5", "--overlay",
-                     "--config.generate.render_batch=2", "--config.generate.seed=4"]) == 0
+                     "--config.generate.render_batch=2", "--config.generate.seed=4", "--config.generate.face=1"]) == 0
     (args, kwargs), = calls
     assert args == ("face.png", "speech.wav", "o.mp4")
     assert kwargs == dict(checkpoint="ckpt", pose_from=None, keypoints_out=None, temperature=0.5, seed=4,
-                          overlay=True, max_seconds=None, render_batch=2)
+                          overlay=True, max_seconds=None, render_batch=2, face=1)  # unset renderer, add_blinks: run's own
     printed = json.loads(capsys.readouterr().out.split("\nwrote ")[0])
     assert printed["generate"]["render_batch"] == 2
 
