@@ -1,22 +1,10 @@
 """The per-clip preparation as an Apache Beam transform, for datasets too large for one
 machine. Needs the `beam` extra (`pip install 't2v[beam]'`); nothing else imports it.
 
-A TFDS builder made with `beam=True` returns `PrepareClips` from `_generate_examples`;
-TFDS runs it on the runner of `DownloadConfig(beam_runner=..., beam_options=...)` and
-writes the examples. Skipped clips leave the pipeline on a side output, written as
-JSON lines under `skipped_dir` (which must be storage every worker can write, e.g.
-`gs://` on Dataflow) and merged into `report.json` by `prepare.run`; Beam counters
-`t2v.prepare/kept` and `t2v.prepare/skipped_<reason>` count both as the job runs.
-
-Runners (`prepare.run(..., beam=True, beam_options=[...])` or `t2v prepare --beam`):
-  * DirectRunner (default): `--direct_num_workers=8 --direct_running_mode=multi_processing`
-  * Dataflow: `--runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp
-    --requirements_file=requirements.txt` (t2v[data], dlib-bin and face-recognition-models
-    on the workers), with SRC and OUT on gs://
-  * Flink: `--runner=FlinkRunner --flink_master=HOST:8081 --environment_type=LOOPBACK`
-    (or `DOCKER` with `--environment_config=IMAGE` holding t2v[data])
-  * Spark: `--runner=SparkRunner --spark_master_url=spark://HOST:7077
-    --environment_type=DOCKER --environment_config=IMAGE`
+Skipped clips leave the pipeline on a side output, written as JSON lines under
+`skipped_dir` (storage every worker can write) and merged into `report.json` by
+`prepare.run`. The flags for the Direct, Dataflow, Flink and Spark runners:
+docs/data_pipelines.md.
 """
 
 from __future__ import annotations

@@ -1,27 +1,8 @@
 """One clip -> one `t2v.data.records` record, or the reason it was skipped.
 
-For a video clip, in order (cheap checks first, the face work last):
-  1. decode: frames at 25 fps (`t2v.video.read_video`), 16 kHz mono audio from the
-     video's own track or the layout's separate file (`t2v.audio.load_audio`);
-  2. check: silent audio, audio and video lengths (trimmed to the shorter when they
-     differ by at most `max_length_mismatch_frames`), at least `min_frames` frames;
-  3. landmarks: dlib on every frame with main-face tracking (`landmarks.py`); gaps of
-     at most `max_gap_frames` are interpolated; then Savitzky-Golay smoothing;
-  4. crop: similarity alignment to the canonical face and a `crop_size` crop (`align.py`);
-  5. labels: head pose (weak-perspective fit of `t2v.keypoints.FRONTAL_TEMPLATE_3D`),
-     geometric AU proxies (`t2v.keypoints.au_proxies` against the template face, no
-     dataset here has AU labels), and the layout's labels.
-
-The record (schema `t2v.clip/1`, see `t2v.data.records`) holds: clip_id, audio (the
-16 kHz wave; log-mel is computed by the input pipeline with `t2v.audio.log_mel`),
-sample_rate, fps, keypoints `[T, 68, 2]` in crop pixels, frames (JPEG crops),
-frame_size, pose `[T, 6]`, aus `[T, 13]`, the labels the layout gives (emotion,
-emotion_intensity, speaker, speaker_name, language, transcript, words), and provenance:
-source (the dataset), source_path (relative to the source root), split,
-keypoints_observed bool `[T]` (False: interpolated over a gap) and crop_transform
-`[T, 2, 3]` (source-frame pixels -> crop pixels, `crop = A @ p + b`).
-
-Synthetic ground-truth records are checked and passed through with their provenance.
+Cheap checks first (decode, silence, lengths), the face work last (landmarks, crop,
+labels); the steps and the record's fields: docs/data_pipelines.md. Synthetic
+ground-truth records are checked and passed through with their provenance.
 """
 
 from __future__ import annotations

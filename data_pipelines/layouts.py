@@ -2,22 +2,8 @@
 
 A parser only reads names (and the small label files beside the videos): it never
 decodes a video, so listing a million-clip tree stays cheap and never fails on a bad
-file; bad files are found, and skipped with a reason, when a clip is prepared.
-
-| dataset     | layout under `root`                                                   | labels                                   |
-| ----------- | --------------------------------------------------------------------- | ---------------------------------------- |
-| `lrw`       | `WORD/{train,val,test}/WORD_NNNNN.mp4` + `.txt`                       | transcript (the word), split, language   |
-| `voxceleb2` | `[.../{dev,test}/...]idNNNNN/VIDEO/NNNNN.mp4`                         | speaker, split (`test` under a test dir) |
-| `hdtf`      | a folder (searched recursively) of `NAME_NNN.mp4`                     | speaker (NAME)                           |
-| `mead`      | `ID/video/front/EMOTION/level_K/NNN.mp4`, `ID/audio/EMOTION/level_K/NNN.m4a` | speaker, emotion, intensity, language |
-| `grid`      | `sN/**/*.mpg`, alignments `alignments/sN/*.align` or `sN/align/*.align` | speaker, transcript, words, language   |
-| `crema_d`   | `VideoFlash/*.flv`, `AudioWAV/*.wav`, names `1001_DFA_ANG_XX`          | speaker, transcript, emotion, intensity, language |
-| `synthetic` | `**/*.array_record*`: ground-truth records from `t2v synth --format records` | those in the records                |
-
-Speakers: `speaker_name` is the dataset's own id (`id00017`, `M003`, `s3`, `1001`);
-`speaker` (int, as the record schema wants) is the number in that id when the
-dataset numbers its speakers with one kind of prefix (VoxCeleb2 `id`, GRID `s`,
-CREMA-D none), else a stable CRC-32 of the id (MEAD's `M`/`W` ids, HDTF names).
+file; bad files are found, and skipped with a reason, when a clip is prepared. The
+layouts and the labels each gives: docs/data_pipelines.md.
 """
 
 from __future__ import annotations

@@ -1,41 +1,11 @@
 """The clip record: one talking-head clip as one msgpack-encoded ArrayRecord entry.
 
 Written by `t2v synth --format records` and by data preparation, read by the Grain
-input pipeline. No pickle: a record is a msgpack map whose values are plain scalars,
-strings, lists, or numpy arrays stored as `{"dtype", "shape", "data"}` (raw
-little-endian bytes). Frames are kept as a list of JPEG images (quality 90) so that
-pixels are decoded only by the tasks that need them.
-
-Schema `t2v.clip/1`: T video frames at `fps`, S audio samples at `sample_rate`; the
-first five fields are required, the others optional.
-
-| field               | type        | shape        | meaning                                                      |
-| ------------------- | ----------- | ------------ | ------------------------------------------------------------ |
-| `schema`            | str         |              | `"t2v.clip/1"`                                               |
-| `audio`             | float32     | `[S]`        | mono speech in [-1, 1]                                       |
-| `sample_rate`       | int         |              | 16000                                                        |
-| `fps`               | int         |              | 25; T == `t2v.audio.num_video_frames(S)`                     |
-| `keypoints`         | float32     | `[T, 68, 2]` | iBUG-68 points in frame pixels (x right, y down)             |
-| `clip_id`           | str         |              | unique name of the clip within its data set                  |
-| `source`            | str         |              | `"synthetic"` or the data set the clip came from             |
-| `frames`            | JPEG bytes  | `T` images   | decoded to uint8 `[T, H, W, 3]`; None when there are none    |
-| `frame_size`        | int         |              | H == W of the frames the keypoints refer to                  |
-| `neutral_keypoints` | float32     | `[68, 2]`    | the speaker's frontal neutral face in pixels                 |
-| `keypoints_3d`      | float32     | `[T, 68, 3]` | posed 3D points in face units (jaw half-width about 1)       |
-| `pose`              | float32     | `[T, 6]`     | yaw, pitch, roll (rad), scale (px / face unit), tx, ty (px)  |
-| `expression`        | float32     | `[T, E]`     | the generating expression parameters                         |
-| `expression_names`  | list of str | `E`          | names of the `expression` columns                            |
-| `aus`               | float32     | `[T, 13]`    | AU intensities in [0, 1], `t2v.keypoints.AU_NAMES` order     |
-| `emotion`           | str         |              | one of `t2v.data.synthetic.EMOTIONS`                         |
-| `emotion_intensity` | float       |              | 0 (none) to 1 (strongest)                                    |
-| `speaker`           | int         |              | speaker id, the same across clips                            |
-| `language`          | str         |              | eSpeak language (`"en"`, `"de"`, ...)                        |
-| `transcript`        | str         |              | the spoken text                                              |
-| `phonemes`          | list        | `N x 3`      | `(symbol, start s, end s)`, eSpeak mnemonics                 |
-
-Pose and points agree: `keypoints = scale * keypoints_3d[..., :2] + (tx, ty)`, the
-rotation being `t2v.keypoints.rotation_matrix(yaw, pitch, roll)`. Fields not in the
-table are kept as they are (scalars, strings, lists, numpy arrays).
+input pipeline. No pickle: a record is a msgpack map of plain scalars, strings, lists and
+numpy arrays stored as `{"dtype", "shape", "data"}`; frames are JPEG images so that pixels
+are decoded only by the tasks that need them. Schema `t2v.clip/1`, every field with its
+type and shape: docs/records.md (`REQUIRED_FIELDS` and `PER_FRAME_ARRAYS` below are what
+`decode_clip` checks).
 """
 
 from __future__ import annotations
