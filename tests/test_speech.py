@@ -10,6 +10,7 @@ import pytest
 
 from t2v import audio
 from t2v.data import speech
+from t2v.errors import InputError
 
 # eSpeak's English vowels: every mnemonic that starts with one of these (checked by
 # test_english_symbols_are_classified, so the energy test cannot silently skip phonemes).
@@ -189,7 +190,7 @@ def test_sample_rate_keeps_the_timings():
 def test_bad_requests_raise_one_line_errors():
     cases = [
         (dict(text="   "), "empty"),
-        (dict(text="Hello.", language="xx"), "no language 'xx'"),
+        (dict(text="Hello.", language="xx"), "no voice 'xx'"),
         (dict(text="Hello.", language="en+f3"), "language"),
         (dict(text="Hello.", variant="nobody"), "variant 'nobody'"),
         (dict(text="Hello.", pitch=120), "pitch"),
@@ -199,8 +200,32 @@ def test_bad_requests_raise_one_line_errors():
         with pytest.raises(ValueError, match=message) as error:
             speech.speak(**arguments)
         assert "\n" not in str(error.value)
-    with pytest.raises(ValueError, match="no sentences"):
+    with pytest.raises(InputError, match="no voice 'xx'") as error:
         speech.random_utterance(np.random.default_rng(0), "xx")
+    assert "\n" not in str(error.value)
+
+
+def test_every_espeak_voice_is_accepted():
+    names = speech.all_languages()
+    assert len(names) > 100 and {"ja", "cmn", "ar", "hi", "en", "pt-BR"} <= set(names)
+    assert speech.voice_name("zh") == "cmn" and speech.voice_name("PT-br") == "pt-BR"
+    rng = np.random.default_rng(0)
+    assert speech.random_utterance(rng, "en")[0] in speech.SENTENCES["en"]  # built-in sentences kept
+    assert speech.random_utterance(rng, "ja", ["こんにちは。"])[0] == "こんにちは。"
+    assert speech.random_utterance(rng, "ja")[0].startswith("[[")
+
+
+@pytest.mark.parametrize("language", ["ja", "ar", "hi", "kl"])
+def test_phoneme_sentences_speak_with_real_timings(language):
+    vowels, consonants = speech.phoneme_inventory(language)
+    assert len(vowels) >= 3 and len(consonants) >= 8
+    text = speech.phoneme_sentence(np.random.default_rng(0), language)
+    assert text == speech.phoneme_sentence(np.random.default_rng(0), language)  # deterministic
+    spoken = speech.speak(text, language)
+    check_timings(spoken)
+    sounding = [p.symbol for p in spoken.phonemes if not p.is_pause]
+    assert len(sounding) >= 4 and rms(spoken.audio) > 0.05
+    assert np.mean([s in vowels + consonants for s in sounding]) > 0.8  # its own phonemes, spoken
 
 
 def test_random_utterances_are_reproducible_and_in_range():

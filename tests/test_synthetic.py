@@ -242,3 +242,34 @@ def test_synthesize_voxceleb2_tree(tmp_path):
         assert clip.frames.shape == (metadata["num_frames"], 64, 64, 3) == truth["keypoints"].shape[:1] + (64, 64, 3)
         assert clip.audio is not None and abs(len(clip.audio) - len(truth["audio"])) < 0.05 * len(truth["audio"])
         assert metadata["language"] == "es" and metadata["speaker"] == int(speaker_dir[2:])
+
+
+def test_a_language_without_sentences_speaks_and_the_mouth_follows():
+    clip = synthetic.make_clip(5, language="ja", render=False)
+    assert clip.transcript.startswith("[[") and clip.language == "ja"
+    assert sum(not p.is_pause for p in clip.phonemes) >= 4
+    energy = audio.frame_energy(clip.audio)
+    r = float(np.corrcoef(keypoints.mouth_opening(clip.keypoints), energy)[0, 1])
+    print("ja phoneme sentence: mouth opening vs RMS envelope r", round(r, 2))
+    assert r > 0.3
+    kana = synthetic.make_clip(5, language="ja", render=False, sentences=("きょうは とても いい てんき ですね。",))
+    assert kana.transcript == "きょうは とても いい てんき ですね。"
+
+
+def test_unknown_voice_and_bad_text_file_are_one_line_errors(tmp_path):
+    from ml_collections import ConfigDict
+
+    from t2v.errors import InputError
+
+    synth = ConfigDict(dict(clips=1, langs="ja,xx", format="records", texture="", size=32, seed=0,
+                            speakers=0, shards=1, text_file=""))  # fmt: skip
+    with pytest.raises(InputError, match="--langs.*no voice 'xx'"):
+        synthetic.synthesize_from_config(synth, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+    synth.langs, synth.text_file = "ja", str(tmp_path / "missing.txt")
+    with pytest.raises(InputError, match="missing.txt"):
+        synthetic.synthesize_from_config(synth, tmp_path / "out", progress=False)
+    (tmp_path / "empty.txt").write_text("\n\n")
+    synth.text_file = str(tmp_path / "empty.txt")
+    with pytest.raises(InputError, match="no sentences"):
+        synthetic.synthesize_from_config(synth, tmp_path / "out", progress=False)

@@ -35,16 +35,21 @@ import atexit
 import ctypes
 import dataclasses
 import functools
+import json
 import os
 import pathlib
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
+from collections.abc import Sequence
 
 import espeakng_loader
 import numpy as np
 
 from t2v import audio
+from t2v.errors import InputError
 
 # --------------------------------------------------------------------------- public API
 
@@ -97,24 +102,27 @@ def speak(
 ) -> Speech:
     """Speaks `text` with eSpeak NG.
 
-    `language` is any eSpeak language ("en", "de", "pt-br", ...; `LANGUAGES` lists the
-    ones this project checks), `variant` a file of espeak-ng-data/voices/!v ("f3", "m1";
-    `VOICE_VARIANTS` are the natural-sounding ones), `pitch` eSpeak's base pitch 0..100,
-    `rate` words per minute 80..450. The same arguments always give the same `Speech`.
-    Raises ValueError for empty text, an unknown language or variant, or parameters
-    out of range.
+    `language` is any eSpeak NG voice (`all_languages()`: "en", "de", "pt-BR", "ja",
+    "cmn", ...) or a language code one of them declares ("zh", "en-gb"); `LANGUAGES` are
+    the 12 with built-in sentences. `variant` is a file of espeak-ng-data/voices/!v
+    ("f3", "m1"; `VOICE_VARIANTS` are the natural-sounding ones), `pitch` eSpeak's base
+    pitch 0..100, `rate` words per minute 80..450. Text between `[[` and `]]` is read as
+    eSpeak phoneme mnemonics (`phoneme_sentence`). The same arguments always give the
+    same `Speech`. Raises InputError for an unknown language, ValueError for empty text,
+    an unknown variant, or parameters out of range.
     """
     if not text.strip():
         raise ValueError("speak: the text is empty")
     if not language or "+" in language:
         raise ValueError(f"speak: language {language!r} must be an eSpeak language name such as 'en'")
+    espeak_name = voice_name(language)
     if variant is not None and variant not in available_variants():
         raise ValueError(f"speak: eSpeak has no voice variant {variant!r} (in {_data_path() / 'voices' / '!v'})")
     if not 0 <= pitch <= 100:
         raise ValueError(f"speak: pitch {pitch} is outside eSpeak's 0..100")
     if not 80 <= rate <= 450:
         raise ValueError(f"speak: rate {rate} words per minute is outside eSpeak's 80..450")
-    voice = language if variant is None else f"{language}+{variant}"
+    voice = espeak_name if variant is None else f"{espeak_name}+{variant}"
 
     native_rate, samples, events = _synthesize(text, voice, pitch, rate)
     if not np.any(samples):
@@ -126,13 +134,16 @@ def speak(
     return Speech(wave, sample_rate, phonemes, words, text, language, voice)
 
 
-def random_utterance(rng: np.random.Generator, language: str) -> tuple[str, str, int, int]:
-    """Draws (text, variant, pitch, rate) for `speak`: one of `SENTENCES[language]`, one
-    of `VOICE_VARIANTS`, pitch in `PITCH_RANGE` and rate in `RATE_RANGE` (inclusive)."""
-    if language not in SENTENCES:
-        raise ValueError(f"random_utterance: no sentences for language {language!r}; choose one of {LANGUAGES}")
-    sentences = SENTENCES[language]
-    text = sentences[rng.integers(len(sentences))]
+def random_utterance(
+    rng: np.random.Generator, language: str, sentences: Sequence[str] | None = None
+) -> tuple[str, str, int, int]:
+    """Draws (text, variant, pitch, rate) for `speak`: one of `sentences` if given, else of
+    `SENTENCES[language]`, else (a language without built-in sentences) a
+    `phoneme_sentence` of the language's own phonemes; one of `VOICE_VARIANTS`, pitch in
+    `PITCH_RANGE` and rate in `RATE_RANGE` (inclusive). InputError for an unknown voice."""
+    voice_name(language)
+    sentences = sentences or SENTENCES.get(language)
+    text = sentences[rng.integers(len(sentences))] if sentences else phoneme_sentence(rng, language)
     variant = VOICE_VARIANTS[rng.integers(len(VOICE_VARIANTS))]
     pitch = int(rng.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1))
     rate = int(rng.integers(RATE_RANGE[0], RATE_RANGE[1] + 1))
@@ -143,6 +154,213 @@ def random_utterance(rng: np.random.Generator, language: str) -> tuple[str, str,
 def available_variants() -> frozenset[str]:
     """Every voice variant eSpeak's data holds (the names after "+" in "en+f3")."""
     return frozenset(os.listdir(_data_path() / "voices" / "!v"))
+
+
+# --------------------------------------------------------------------------- voices
+
+
+@dataclasses.dataclass(frozen=True)
+class Voice:
+    """One eSpeak NG voice file (espeak-ng-data/lang/<family>/<name>)."""
+
+    name: str  # the file's name, what eSpeak selects a voice by: "en", "pt-BR", "ja", "cmn"
+    description: str  # its `name` line: "Japanese", "Chinese (Mandarin, latin as English)"
+    languages: tuple[tuple[str, int], ...]  # its `language <code> [priority]` lines, codes lower case
+    phoneme_table: str  # its `phonemes` line, else its first language (as eSpeak does)
+
+
+@functools.cache
+def voices() -> dict[str, Voice]:
+    """Every eSpeak NG voice of the espeakng-loader wheel, by lower-case name. (The MBROLA
+    voices in voices/mb need the separate MBROLA program and are not among them.)"""
+    found = {}
+    for path in sorted((_data_path() / "lang").rglob("*")):
+        if not path.is_file():
+            continue
+        languages, table, description = [], None, path.name
+        for line in path.read_text(errors="replace").splitlines():
+            fields = line.split()
+            if len(fields) >= 2 and fields[0] == "language":
+                priority = int(fields[2]) if len(fields) > 2 and fields[2].isdigit() else 5
+                languages.append((fields[1].lower(), priority))
+            elif len(fields) >= 2 and fields[0] == "phonemes":
+                table = fields[1]
+            elif len(fields) >= 2 and fields[0] == "name":
+                description = " ".join(fields[1:])
+        table = table or (languages[0][0] if languages else path.name)
+        found[path.name.lower()] = Voice(path.name, description, tuple(languages), table)
+    return found
+
+
+def all_languages() -> tuple[str, ...]:
+    """The name of every eSpeak NG voice `speak` accepts (141 in espeakng-loader 0.2.4)."""
+    return tuple(sorted(voice.name for voice in voices().values()))
+
+
+@functools.cache
+def _voices_by_language_code() -> dict[str, str]:
+    """Language code -> the voice declaring it with the best priority (eSpeak: lower wins)."""
+    best: dict[str, tuple[int, str]] = {}
+    for voice in voices().values():
+        for code, priority in voice.languages:
+            best[code] = min(best.get(code, (priority, voice.name)), (priority, voice.name))
+    return {code: name for code, (_, name) in best.items()}
+
+
+def voice_name(language: str, where: str = "language") -> str:
+    """The eSpeak NG voice for `language`: a voice's name in any case ("pt-br" -> "pt-BR")
+    or a language code a voice declares ("zh" -> "cmn", "en-gb" -> "en"). Raises
+    InputError `<where>: eSpeak NG has no voice 'xx' ...` (one line) for anything else."""
+    voice = voices().get(language.lower())
+    if voice is not None:
+        return voice.name
+    if language.lower() in _voices_by_language_code():
+        return _voices_by_language_code()[language.lower()]
+    raise InputError(
+        f"{where}: eSpeak NG has no voice {language!r} (it has {len(voices())}, e.g. en, de, ja, cmn, ar, hi; "
+        "t2v.data.speech.all_languages() lists them)"
+    )
+
+
+# --------------------------------------------------------------------------- sentences from phonemes
+
+# phoneme.h: phVOWEL; phLIQUID, phSTOP, phVSTOP, phFRIC, phVFRIC, phNASAL.
+_VOWEL_TYPE, _CONSONANT_TYPES = 2, frozenset((3, 4, 5, 6, 7, 8))
+# Sounds nearly every language has: a table inherits them rather than redefining them, so
+# these are taken from the tables it includes too (where they are defined there).
+_COMMON_PHONEMES = frozenset("a e i o u p t k b d g m n s l r j w f v z h".split())
+
+
+@functools.cache
+def _phoneme_tables() -> dict[str, tuple[int, tuple[tuple[str, int], ...]]]:
+    """espeak-ng-data/phontab: table name -> (index of the table it includes or -1, ((mnemonic, type), ...)).
+
+    Layout (synthdata.c, LoadPhData): a 4-byte count of tables, then per table 1 byte
+    phoneme count, 1 byte included table (its index + 1; 0 for none: SetUpPhonemeTable),
+    2 bytes padding, a 32-byte name and that many
+    16-byte PHONEME_TAB entries (mnemonic: up to 4 chars in a little-endian uint32, then
+    flags, program, code, and the type byte at offset 11).
+    """
+    data = (_data_path() / "phontab").read_bytes()
+    tables, offset = {}, 4
+    for _ in range(data[0]):
+        count, includes = data[offset], data[offset + 1]
+        name = data[offset + 4 : offset + 36].split(b"\0")[0].decode("ascii")
+        offset += 36
+        entries = []
+        for i in range(count):
+            entry = data[offset + 16 * i : offset + 16 * (i + 1)]
+            mnemonic = entry[:4].rstrip(b"\0").decode("latin-1")
+            if mnemonic:
+                entries.append((mnemonic, entry[11]))
+        tables[name] = (includes - 1, tuple(entries))
+        offset += 16 * count
+    return tables
+
+
+def _speakable(mnemonic: str) -> bool:
+    # "_x" pauses, "#x" virtual phonemes, "m-" syllabic consonants, "|"-joined specials.
+    return mnemonic[0].isalpha() and not any(c in mnemonic for c in "_#-|%=")
+
+
+@functools.cache
+def phoneme_inventory(language: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(vowels, consonants): the phoneme mnemonics of the voice's phoneme table
+    (espeak-ng-data/phontab): every one its own table defines, plus the common ones
+    (`_COMMON_PHONEMES`) it inherits from the tables it includes."""
+    tables, names = _phoneme_tables(), list(_phoneme_tables())
+    name = voices()[voice_name(language).lower()].phoneme_table
+    while name not in tables and "-" in name:
+        name = name.rsplit("-", 1)[0]
+    chain = []
+    while name in tables and name not in chain:
+        chain.append(name)
+        parent = tables[name][0]
+        name = names[parent] if parent >= 0 else ""
+    vowels: dict[str, None] = {}
+    consonants: dict[str, None] = {}
+    for depth, table in enumerate(chain or ["base1"]):
+        for mnemonic, kind in tables[table][1]:
+            if not _speakable(mnemonic) or (depth and mnemonic not in _COMMON_PHONEMES):
+                continue
+            if kind == _VOWEL_TYPE:
+                vowels.setdefault(mnemonic)
+            elif kind in _CONSONANT_TYPES:
+                consonants.setdefault(mnemonic)
+    return tuple(vowels), tuple(consonants)
+
+
+_PROBE_TRIES = 20
+
+
+def phoneme_sentence(rng: np.random.Generator, language: str, num_words: tuple[int, int] = (3, 8)) -> str:
+    """A sentence of made-up words from the language's own phonemes, for eSpeak's phoneme
+    input: `[[ka'mina su'to ...]]`. Words have 1-3 open (C)V syllables, stress on the
+    first; eSpeak speaks them with its real timings, so the visemes that follow are as
+    real as for a written sentence.
+
+    Some phoneme sequences crash eSpeak NG 1.52 outright (a segfault: "[['Oa]]" in
+    Greenlandic), so each draw is first spoken in a child process (`_survives`) and a
+    sentence that kills it is replaced by the next draw. Deterministic in `rng`.
+    """
+    vowels, consonants = phoneme_inventory(language)
+    voice = voice_name(language)
+    for _ in range(_PROBE_TRIES):
+        words = []
+        for _ in range(rng.integers(num_words[0], num_words[1] + 1)):
+            syllables = []
+            for _ in range(rng.integers(1, 4)):
+                onset = consonants[rng.integers(len(consonants))] if rng.random() < 0.85 else ""
+                syllables.append(onset + vowels[rng.integers(len(vowels))])
+            words.append("'" + "".join(syllables))
+        sentence = "[[" + " ".join(words) + "]]"
+        if _survives(sentence, voice):
+            return sentence
+    raise RuntimeError(f"phoneme_sentence: eSpeak NG crashed on {_PROBE_TRIES} sentences in {voice!r}")
+
+
+_probe: subprocess.Popen | None = None
+_PROBE_LOCK = threading.Lock()
+
+
+def _survives(text: str, voice: str) -> bool:
+    """Whether eSpeak speaks `text` in `voice` without crashing, tried in a child Python
+    (`_probe_server`, started once and kept; restarted after a crash). A plain
+    subprocess, not multiprocessing: it never re-imports the caller's main module.
+    Speech is a pure function of its arguments, so what survives there survives here."""
+    global _probe
+    request = json.dumps([text, voice]) + "\n"
+    with _PROBE_LOCK:
+        for _ in range(2):  # a child that died earlier is replaced once
+            if _probe is None or _probe.poll() is not None:
+                _probe = subprocess.Popen(
+                    [sys.executable, "-c", "from t2v.data.speech import _probe_server; _probe_server()"],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                )  # fmt: skip
+                atexit.register(_probe.kill)
+            try:
+                _probe.stdin.write(request)
+                _probe.stdin.flush()
+                answer = _probe.stdout.readline()
+            except (BrokenPipeError, OSError):
+                answer = ""
+            if answer:
+                return answer.strip() == "1"
+            if _probe.wait() < 0:  # killed by a signal while speaking: eSpeak crashed on this text
+                return False
+        raise RuntimeError("speak: the eSpeak NG probe process does not answer")
+
+
+def _probe_server() -> None:
+    """The child's loop: one JSON [text, voice] a line in, "1" (spoken) or "0" out."""
+    for line in sys.stdin:
+        text, voice = json.loads(line)
+        try:
+            sounded = bool(np.any(_synthesize(text, voice, 50, 160)[1]))
+        except (ValueError, RuntimeError):
+            sounded = False
+        sys.stdout.write("1\n" if sounded else "0\n")
+        sys.stdout.flush()
 
 
 # --------------------------------------------------------------------------- timings
@@ -234,6 +452,7 @@ _INITIALIZE_PHONEME_EVENTS = 0x0001
 _INITIALIZE_DONT_EXIT = 0x8000  # return errors instead of calling exit()
 _POS_CHARACTER = 1
 _CHARS_UTF8 = 1
+_PHONEMES_INPUT = 0x100  # espeakPHONEMES: [[...]] in the text holds phoneme mnemonics
 _PARAMETER_RATE = 1
 _PARAMETER_PITCH = 3
 _EVENT_LIST_TERMINATED = 0
@@ -347,12 +566,12 @@ def _synthesize(text: str, voice: str, pitch: int, rate: int) -> tuple[int, np.n
                 raise RuntimeError(f"speak: eSpeak NG failed to start with the data in {_data_path()}")
             _seed_noise(library)
             if library.espeak_SetVoiceByName(voice.encode()) != 0:
-                raise ValueError(f"speak: eSpeak NG has no language {voice.split('+')[0]!r}")
+                raise InputError(f"speak: eSpeak NG has no language {voice.split('+')[0]!r}")
             library.espeak_SetParameter(_PARAMETER_RATE, rate, 0)
             library.espeak_SetParameter(_PARAMETER_PITCH, pitch, 0)
             library.espeak_SetSynthCallback(callback)
             status = library.espeak_Synth(
-                encoded, len(encoded) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None
+                encoded, len(encoded) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8 | _PHONEMES_INPUT, None, None
             )
             if status != 0 or library.espeak_Synchronize() != 0:
                 raise RuntimeError(f"speak: eSpeak NG failed (status {status}) on {text!r}")
@@ -651,13 +870,16 @@ SENTENCES: dict[str, tuple[str, ...]] = {
 }
 
 
-def long_speech(seconds: float, language: str = "en", sample_rate: int = 16000) -> np.ndarray:
-    """Exactly `seconds` of real speech: `SENTENCES[language]` spoken back to back,
-    float32 `[round(seconds * sample_rate)]`; for benchmarks and long-input tests."""
+def long_speech(
+    seconds: float, language: str = "en", sample_rate: int = 16000, sentences: Sequence[str] | None = None
+) -> np.ndarray:
+    """Exactly `seconds` of real speech: `sentences` (default `SENTENCES[language]`) spoken
+    back to back, float32 `[round(seconds * sample_rate)]`; for benchmarks and long-input tests."""
     wanted = int(round(seconds * sample_rate))
     pieces, total = [], 0
+    sentences = sentences or SENTENCES[language]
     while total < wanted:
-        for sentence in SENTENCES[language]:
+        for sentence in sentences:
             pieces.append(speak(sentence, language, sample_rate=sample_rate).audio)
             total += len(pieces[-1])
             if total >= wanted:

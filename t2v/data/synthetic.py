@@ -48,6 +48,7 @@ import scipy.signal
 from t2v import audio as audio_lib
 from t2v import keypoints as kp
 from t2v.data import face_render, records, speech
+from t2v.errors import InputError
 
 FPS = audio_lib.FPS
 SAMPLE_RATE = audio_lib.SAMPLE_RATE
@@ -705,12 +706,15 @@ def make_clip(
     render: bool = True,
     text: str | None = None,
     num_speakers: int = DEFAULT_NUM_SPEAKERS,
+    sentences: Sequence[str] | None = None,
 ) -> Clip:
     """One clip, a pure function of its arguments.
 
     Whatever is None is drawn from `seed`: the language from `speech.LANGUAGES`, the
     speaker from `range(num_speakers)`, the emotion uniformly from EMOTIONS, its
-    intensity (0..1) from INTENSITY_LEVELS, the text from `speech.SENTENCES[language]`.
+    intensity (0..1) from INTENSITY_LEVELS, the text from `sentences`, else from
+    `speech.SENTENCES[language]`, else (any other eSpeak NG voice) made up from the
+    language's own phonemes (`speech.phoneme_sentence`).
     `render=False` leaves `frames` None: the fast path for keypoint-only training.
     """
     if emotion is not None and emotion not in EMOTIONS:
@@ -730,7 +734,7 @@ def make_clip(
     identity = identity_for(speaker)
     style = _blend_style(EMOTION_STYLES[emotion], intensity)
 
-    spoken, wave, phonemes = _speak(rngs["utterance"], identity, style, language, text)
+    spoken, wave, phonemes = _speak(rngs["utterance"], identity, style, language, text, sentences)
     num_frames = audio_lib.num_video_frames(len(wave))
     energy = audio_lib.frame_energy(wave)
     semitones = pitch_track(wave, num_frames)
@@ -787,11 +791,16 @@ def make_clip(
 
 
 def _speak(
-    rng: np.random.Generator, identity: Identity, style: SpeakingStyle, language: str, text: str | None
+    rng: np.random.Generator,
+    identity: Identity,
+    style: SpeakingStyle,
+    language: str,
+    text: str | None,
+    sentences: Sequence[str] | None = None,
 ) -> tuple[speech.Speech, np.ndarray, tuple[speech.Phoneme, ...]]:
     """The speaker's voice saying `text` (or a random sentence) with 0.15-0.4 s of silence
     before and after: (eSpeak's speech, the padded wave `[S]`, phonemes timed in it)."""
-    sentence, _, _, rate = speech.random_utterance(rng, language)  # the voice is the speaker's own
+    sentence, _, _, rate = speech.random_utterance(rng, language, sentences)  # the voice is the speaker's own
     pitch = int(np.clip(identity.voice_pitch + style.pitch_shift + rng.integers(-3, 4), 0, 100))
     rate = int(np.clip(rate * style.rate_factor, 80, 450))
     spoken = speech.speak(text or sentence, language, identity.voice_variant, pitch, rate)
@@ -840,13 +849,15 @@ def synthesize(
     num_shards: int | None = None,
     render: bool = True,
     progress: bool = True,
+    sentences: Sequence[str] | None = None,
 ) -> dict:
     """Writes `num_clips` clips to `out_dir`; returns a summary (also written to
     `out_dir/synth.json`).
 
     Clip i is `make_clip(clip_seed(seed, i), language=langs[i % len(langs)])` with a
     speaker drawn from `num_speakers` (default about sqrt(num_clips), so that each
-    speaker appears in several clips). Formats:
+    speaker appears in several clips). `langs` are any eSpeak NG voices; `sentences`,
+    if given, are what every clip says (else each language's own: see `make_clip`). Formats:
       * "records": ArrayRecord shards `clips.array_record-0000i-of-0000n` of
         `t2v.data.records` clip records (frames as JPEG, or none if not `render`);
       * "voxceleb2": `idNNNNN/VIDEOID/00001.mp4` (H.264 + AAC) per clip, speaker
@@ -871,7 +882,8 @@ def synthesize(
     def clips():
         for index in track(range(num_clips), desc="synthesizing clips", unit="clip", disable=not progress):
             clip = make_clip(clip_seed(seed, index), language=langs[index % len(langs)], size=size,
-                             texture=texture, render=render or fmt == "voxceleb2", num_speakers=num_speakers)
+                             texture=texture, render=render or fmt == "voxceleb2", num_speakers=num_speakers,
+                             sentences=sentences)
             counts["languages"][clip.language] += 1
             counts["emotions"][clip.emotion] += 1
             counts["speakers"].add(clip.speaker)
@@ -936,11 +948,29 @@ def load_texture(name: str) -> face_render.PhotoTexture | None:
     return face_render.PhotoTexture.from_file(name)
 
 
+def load_sentences(path: str | os.PathLike) -> tuple[str, ...]:
+    """The sentences of a text file, one a line (UTF-8; blank lines skipped). InputError
+    naming the file when it is missing, unreadable or holds no sentence."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            sentences = tuple(line.strip() for line in f if line.strip())
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: cannot read the sentences (synth.text_file / --text-file): {error}") from None
+    if not sentences:
+        raise InputError(f"{path}: no sentences, expected one a line (synth.text_file / --text-file)")
+    return sentences
+
+
 def synthesize_from_config(synth, out_dir: str | os.PathLike, progress: bool = True) -> dict:
-    """`synthesize` driven by a config's `synth` section (configs/synth.py)."""
+    """`synthesize` driven by a config's `synth` section (configs/synth.py). Every language
+    is checked, and the text file read, before any clip is made."""
     langs = tuple(lang.strip() for lang in synth.langs.split(",") if lang.strip())
+    for lang in langs:
+        speech.voice_name(lang, where="--langs (synth.langs)")
+    text_file = synth.get("text_file", "")
+    sentences = load_sentences(text_file) if text_file else None
     return synthesize(
         out_dir, synth.clips, langs=langs, fmt=synth.format, texture=load_texture(synth.texture),
         size=synth.size, seed=synth.seed, num_speakers=synth.speakers or None,
-        num_shards=synth.shards, progress=progress,
+        num_shards=synth.shards, progress=progress, sentences=sentences,
     )  # fmt: skip
