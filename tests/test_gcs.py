@@ -73,3 +73,4 @@ def test_records_on_gcs_read_like_local_ones(bucket, tmp_path):
     assert sorted(p.name for p in (tmp_path / "cache" / "remote").iterdir()) == copies
     with pytest.raises(pipeline.InputError, match=f"data.path={bucket}/nothing: no ArrayRecord files"):
         pipeline.window_batches(config(f"{bucket}/nothing"), "train", seed=0)
+

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from etils import epath
 
 COLORS = {"model": "#1f77b4", "ground_truth": "#222222"}
 POSE_NAMES = ("log-scale", "angle (rad)", "tx", "ty")
@@ -139,7 +140,7 @@ def faces_png(trace: dict) -> str:
 
 
 def file_png(path: str) -> str | None:
-    p = Path(path)
+    p = epath.Path(path)
     return base64.b64encode(p.read_bytes()).decode() if p.is_file() else None
 
 
@@ -157,7 +158,7 @@ def table(result: dict) -> str:
 
 def write_report(workdir: str | Path, result: dict, traces: list[dict]) -> Path:
     """Writes `workdir/eval/report.html` and returns its path."""
-    workdir = Path(workdir)
+    workdir = epath.Path(workdir)  # gs:// too
     sections = [f"<h1>t2v eval: {html.escape(str(workdir))}</h1>",
                 f"<p>task <b>{html.escape(result['task'])}</b>, step {result['step']}, {result['num_clips']} held-out "
                 f"clips (sha1 {result['clips_sha1'][:12]}). Headline: {html.escape(json.dumps(result['headline']))}</p>",

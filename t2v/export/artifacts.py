@@ -89,7 +89,11 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, *, onnx: bool = True
     `onnx`: also write ONNX; `platforms`: what the StableHLO is lowered for;
     `external_data_threshold`: bytes of weights past which ONNX tensors go to a side file.
     """
-    checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
+    if checkpoint.is_remote(out_dir):  # gs:// etc.: written locally (ONNX knows local files), then copied
+        with checkpoint.local_folder(out_dir) as local_out:
+            return export(checkpoint_dir, local_out, onnx=onnx, platforms=platforms,
+                          external_data_threshold=external_data_threshold)
+    checkpoint_dir, out_dir = checkpoint.workdir_path(checkpoint_dir), Path(out_dir)
     platforms = tuple(platforms)
     _checked_options(out_dir, platforms, external_data_threshold)
     workdirs = _task_workdirs(checkpoint_dir)
@@ -109,7 +113,7 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, *, onnx: bool = True
             raise InputError(str(error)) from error
         functions = serving_functions(config, params, workdir)
         log.info("exporting %s from %s", task, workdir)
-        entry = {"workdir": str(workdir.absolute()), "config": config.to_dict(),
+        entry = {"workdir": str(checkpoint.workdir_path(workdir)), "config": config.to_dict(),
                  "functions": export_functions(functions, out_dir / task, onnx, platforms=platforms,
                                                external_data_threshold=external_data_threshold)}
         if task == "motion":

@@ -17,6 +17,7 @@ import optax
 
 from t2v import checkpoint as checkpoint_lib
 from t2v import optim, parallel
+from t2v.data import pipeline
 from t2v.progress import progress
 from t2v.tasks import get_task
 from t2v.train.evaluator import Evaluator
@@ -32,7 +33,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     """Trains `config.task` for `config.train.steps` steps, resuming from `workdir` if it
     holds a checkpoint. Returns the final metrics ("step", "train/...", "eval/...")."""
     parallel.initialize_distributed()
-    workdir, tc = Path(workdir), config.train
+    workdir, tc = checkpoint_lib.workdir_path(workdir), config.train  # gs:// stays a URL
     is_main = jax.process_index() == 0
     task = get_task(config)
     checkpoint_lib.write_config(config, workdir)
@@ -98,10 +99,11 @@ def check_batch_split(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
     batch_size, accum = config.train.batch_size, config.optimizer.grad_accum
     batch_devices = mesh.shape["data"] * mesh.shape["fsdp"]
     micro_batch_size, remainder = divmod(batch_size, accum)
-    if remainder or micro_batch_size % batch_devices or batch_size % jax.process_count():
+    if remainder or micro_batch_size % batch_devices:
         raise ValueError(
             f"train.batch_size={batch_size}: must split into optimizer.grad_accum={accum} micro-batches "
-            f"divisible by data x fsdp = {batch_devices} devices, and over {jax.process_count()} processes")
+            f"divisible by data x fsdp = {batch_devices} devices")
+    pipeline.local_batch_size(batch_size, jax.process_count())  # the one per-process split
 
 
 def process_dataset(task, config: ml_collections.ConfigDict, split: str) -> Iterator:
