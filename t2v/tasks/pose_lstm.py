@@ -169,7 +169,7 @@ class PoseLSTMTask(Task):
     def predict(self, params, mel, reference, noise_rng=None):
         """Normalised outputs {"expression" `[B, T, K]`, "pose" `[B, T, 6]`} in one pass (traced);
         with `noise_rng`, Gaussian noise of std `loss.feature_noise` on the features (training)."""
-        features = normalised_features(self.dct, params[CONSTANTS], mel)
+        features = normalised_features(self.dct, jax.lax.stop_gradient(params[CONSTANTS]), mel)
         if noise_rng is not None and float(self.config.loss.get("feature_noise", 0.0)) > 0:
             noise = jax.random.normal(noise_rng, features.shape, features.dtype)
             features = features + float(self.config.loss.feature_noise) * noise
