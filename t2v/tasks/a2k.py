@@ -28,22 +28,18 @@ Generation (`generate_audio_driven`, used by `t2v.evaluate` and `t2v.generate` a
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
-from jax.experimental import multihost_utils
 
 from t2v import keypoints as kp
-from t2v import video
 from t2v.data import pipeline
 from t2v.models.a2k import (Audio2KeypointGenerator, TemporalDiscriminator, build_a2k_generator,
                             generate_chunked, motion_features)
 from t2v.tasks import Task, register
-from t2v.tasks.motion import (GENERATED_COLOR, SAMPLE_CANVAS, SAMPLE_CLIPS, SAMPLE_FRAMES, TRUE_COLOR, draw_face,
-                              landmark_distance, pearson, point_weights, random_similarity)
+from t2v.tasks.motion import (landmark_distance, pearson, point_weights, random_similarity,
+                              write_keypoint_samples)
 
 ADVERSARIAL_LOSSES = ("lsgan", "hinge")
 
@@ -67,31 +63,6 @@ def keypoint_metrics(generated, target, reference) -> dict:
         "lmd_mouth": jnp.sqrt(((mouths[0] - mouths[1]) ** 2).sum(-1)).mean(),
         "mouth_corr": pearson(kp.mouth_opening(generated), kp.mouth_opening(target)).mean(),
     }
-
-
-def write_keypoint_samples(task, params, out_dir: str, name: str) -> None:
-    """`<name>_sample_<i>.mp4` for the first held-out clips: generated keypoints (green) beside
-    the true ones (white), with the clip's audio, as `motion` draws them. Every process calls
-    it (the parameters are gathered); process 0 writes."""
-    params = multihost_utils.process_allgather(params, tiled=True)
-    if jax.process_index() != 0:
-        return
-    clips = pipeline.load_clips(task.config, "eval", limit=SAMPLE_CLIPS, keep_audio=True)
-    if not clips:
-        return
-    frames = min(SAMPLE_FRAMES, max(len(c["keypoints"]) for c in clips))
-    mel = np.stack([pipeline.mel_span(c["mel"], 0, frames) for c in clips])
-    reference = np.stack([c["reference"] for c in clips])
-    generated = task.generate_audio_driven(params, jax.random.PRNGKey(task.config.seed), mel, reference,
-                                           chunk_frames=int(task.config.sample.chunk_frames))["keypoints"]
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    for i, clip in enumerate(clips):
-        shown = min(frames, len(clip["keypoints"]))
-        panels = [np.concatenate([draw_face(generated[i, t], GENERATED_COLOR),
-                                  draw_face(clip["keypoints"][t], TRUE_COLOR)], axis=1) for t in range(shown)]
-        wave = clip["audio"][: round(shown * clip["sample_rate"] / video.FPS)]
-        video.write_video(Path(out_dir) / f"{name}_sample_{i}.mp4", np.stack(panels), wave,
-                          sample_rate=clip["sample_rate"])
 
 
 @register("a2k")

@@ -184,32 +184,36 @@ class MotionTask(Task):
 
     # -- reports ---------------------------------------------------------------------------
     def write_samples(self, params, out_dir, step):
-        """`motion_sample_<i>.mp4` for the first `SAMPLE_CLIPS` held-out clips: the generated
-        keypoints (audio-driven, at `sample.temperature`) beside the true ones, with the
-        clip's audio; at most `SAMPLE_FRAMES` frames, on `SAMPLE_CANVAS`-pixel panels."""
-        params = multihost_utils.process_allgather(params, tiled=True)  # collective: every process
-        if jax.process_index() != 0:
-            return
-        clips = pipeline.load_clips(self.config, "eval", limit=SAMPLE_CLIPS, keep_audio=True)
-        if not clips:
-            return
-        # One batch, padded with silence to the longest: one compilation for every clip.
-        frames = min(SAMPLE_FRAMES, max(len(c["keypoints"]) for c in clips))
-        mel = np.stack([pipeline.mel_span(c["mel"], 0, frames) for c in clips])
-        reference = np.stack([c["reference"] for c in clips])
-        generated = self.generate_audio_driven(params, jax.random.PRNGKey(self.config.seed), mel, reference,
-                                               chunk_frames=int(self.config.sample.chunk_frames))["keypoints"]
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        for i, clip in enumerate(clips):
-            shown = min(frames, len(clip["keypoints"]))
-            panels = [np.concatenate([draw_face(generated[i, t], GENERATED_COLOR),
-                                      draw_face(clip["keypoints"][t], TRUE_COLOR)], axis=1) for t in range(shown)]
-            wave = clip["audio"][: round(shown * clip["sample_rate"] / video.FPS)]
-            video.write_video(Path(out_dir) / f"motion_sample_{i}.mp4", np.stack(panels), wave,
-                              sample_rate=clip["sample_rate"])
+        """`motion_sample_<i>.mp4`: see `write_keypoint_samples`."""
+        write_keypoint_samples(self, params, out_dir, "motion")
 
 
 def draw_face(points, color) -> np.ndarray:
     """Face-frame keypoints `[68, 2]` drawn on a blank `SAMPLE_CANVAS`-pixel square: uint8 `[S, S, 3]`."""
     canvas = np.zeros((SAMPLE_CANVAS, SAMPLE_CANVAS, 3), np.uint8)
     return kp.draw_keypoints(canvas, kp.denormalise(np.asarray(points, np.float32), _CANVAS_FRAME), color)
+
+
+def write_keypoint_samples(task, params, out_dir: str, name: str) -> None:
+    """`<name>_sample_<i>.mp4` for the first held-out clips: generated keypoints (green) beside
+    the true ones (white), with the clip's audio, Every process calls
+    it (the parameters are gathered); process 0 writes."""
+    params = multihost_utils.process_allgather(params, tiled=True)
+    if jax.process_index() != 0:
+        return
+    clips = pipeline.load_clips(task.config, "eval", limit=SAMPLE_CLIPS, keep_audio=True)
+    if not clips:
+        return
+    frames = min(SAMPLE_FRAMES, max(len(c["keypoints"]) for c in clips))
+    mel = np.stack([pipeline.mel_span(c["mel"], 0, frames) for c in clips])
+    reference = np.stack([c["reference"] for c in clips])
+    generated = task.generate_audio_driven(params, jax.random.PRNGKey(task.config.seed), mel, reference,
+                                           chunk_frames=int(task.config.sample.chunk_frames))["keypoints"]
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    for i, clip in enumerate(clips):
+        shown = min(frames, len(clip["keypoints"]))
+        panels = [np.concatenate([draw_face(generated[i, t], GENERATED_COLOR),
+                                  draw_face(clip["keypoints"][t], TRUE_COLOR)], axis=1) for t in range(shown)]
+        wave = clip["audio"][: round(shown * clip["sample_rate"] / video.FPS)]
+        video.write_video(Path(out_dir) / f"{name}_sample_{i}.mp4", np.stack(panels), wave,
+                          sample_rate=clip["sample_rate"])

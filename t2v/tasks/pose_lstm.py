@@ -40,8 +40,8 @@ from t2v import keypoints as kp
 from t2v.data import pipeline
 from t2v.models.pose_lstm import POSE_PARAMS, PoseLSTM, generate_chunked
 from t2v.tasks import Task, register
-from t2v.tasks.a2k import keypoint_metrics, write_keypoint_samples
-from t2v.tasks.motion import landmark_distance, point_weights
+from t2v.tasks.a2k import keypoint_metrics
+from t2v.tasks.motion import landmark_distance, point_weights, write_keypoint_samples
 
 CONSTANTS = "constants"
 _DEPTH = kp.FRONTAL_TEMPLATE_3D[:, 2:]  # [68, 1]: the depth every identity is given
