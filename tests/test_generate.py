@@ -163,7 +163,9 @@ def test_the_photo_speaks_with_the_speech_in_its_own_framing(generated, inputs):
     frames = audio.num_video_frames(len(wave))
     result = video.read_video(out / "talk.mp4")
     assert report.frames == frames and result.frames.shape == (frames, *photo.shape)
-    assert report.faces_found == 1 and report.photo_size == (512, 512) and report.render_size == 64
+    assert report.faces_found == 1 and report.photo_size == (512, 512) and report.renderer == "photo"
+    warp = generate.PhotoWarp(photo, inputs["landmarks"])
+    assert report.render_size == round(warp.face_px)  # the photo's own face size, not a small render
 
     # The audio track is the speech: correlated after the codec's alignment.
     n = min(len(result.audio), len(wave)) - 800
@@ -171,17 +173,18 @@ def test_the_photo_speaks_with_the_speech_in_its_own_framing(generated, inputs):
     scores = [np.corrcoef(result.audio[400 + lag : 400 + lag + n - 400], wave[400 : n])[0, 1] for lag in lags]
     assert max(scores) > 0.9, max(scores)
 
-    # Framing kept: far from the face every frame is the photo (up to H.264's rounding).
-    crop = generate.FaceCrop.fit(inputs["landmarks"], 64)
-    y0, y1, x0, x1 = generate.PasteBack(photo, crop).box
+    # Framing kept: outside the warped region every frame is the photo (up to H.264's rounding).
+    x0, y0, x1, y1 = warp.box
     far = np.ones(photo.shape[:2], bool)
     far[max(y0 - 16, 0) : y1 + 16, max(x0 - 16, 0) : x1 + 16] = False
     assert np.abs(result.frames[:, far].astype(int) - photo[far]).mean() < 4.0
     assert result.frames[:, far].std(axis=0).mean() < 0.5, result.frames[:, far].std(axis=0).mean()
-    # ... and over the face it is the 64-pixel render, far blurrier than the photo.
-    ys, xs = np.mgrid[: photo.shape[0], : photo.shape[1]]
-    face = generate.crop_mask(crop.to_crop(np.stack([xs, ys], -1).astype(np.float64)), 64) == 1
-    assert np.abs(result.frames[:, face].astype(int) - photo[face]).mean() > 8.0
+    # The face moves (the untrained motion model moves it a lot), made of the photo's own pixels.
+    face = np.zeros(photo.shape[:2], bool)
+    fx0, fy0 = np.floor(inputs["landmarks"].min(0)).astype(int)
+    fx1, fy1 = np.ceil(inputs["landmarks"].max(0)).astype(int)
+    face[fy0:fy1, fx0:fx1] = True
+    assert result.frames[:, face].astype(np.float32).std(axis=0).mean() > 1.0
 
     # Keypoints in photo pixels, on the photo's face; the overlay draws them.
     with np.load(out / "talk.npz") as saved:
@@ -197,6 +200,21 @@ def test_the_photo_speaks_with_the_speech_in_its_own_framing(generated, inputs):
     # Nothing but the three outputs: no staged or partial files.
     assert sorted(p.name for p in out.iterdir()) == ["talk.mp4", "talk.npz", "talk_keypoints.mp4"]
     assert set(report.stage_seconds) >= {"face", "audio_features", "motion", "render", "paste_back", "encode"}
+
+
+def test_the_learned_renderer_stays_available(generator, inputs, tmp_path):
+    photo = inputs["image"]
+    report = generator.generate(inputs["photo"], inputs["speech"], tmp_path / "learned.mp4", renderer="learned",
+                                add_blinks=False)
+    assert report.renderer == "learned" and report.render_size == 64
+    result = video.read_video(tmp_path / "learned.mp4")
+    # Over the face it is the 64-pixel render, far blurrier than the photo.
+    crop = generate.FaceCrop.fit(inputs["landmarks"], 64)
+    ys, xs = np.mgrid[: photo.shape[0], : photo.shape[1]]
+    face = generate.crop_mask(crop.to_crop(np.stack([xs, ys], -1).astype(np.float64)), 64) == 1
+    assert np.abs(result.frames[:, face].astype(int) - photo[face]).mean() > 8.0
+    with pytest.raises(ValueError, match="renderer 'painted': not one of photo, learned"):
+        generator.generate(inputs["photo"], inputs["speech"], tmp_path / "x.mp4", renderer="painted")
 
 
 def test_the_seed_decides_the_sampled_motion(generator, inputs, tmp_path):
@@ -253,6 +271,15 @@ def test_several_faces_animate_the_largest_and_say_so(generator, inputs, tmp_pat
     assert report.faces_found == 2
     assert any("2 faces found; animating the largest" in r.getMessage() and "two.png" in r.getMessage()
                for r in caplog.records)
+    # Numbered left to right: the small face is 1, the large one 2; --face 1 animates the small one.
+    boxes, default = generate.list_faces(LandmarkDetector(), np.asarray(canvas))
+    assert len(boxes) == 2 and default == 1 and boxes[0][0] < boxes[1][0]
+    generator.generate(tmp_path / "two.png", inputs["speech"], tmp_path / "one.mp4", keypoints_out=tmp_path / "one.npz",
+                       face=1)
+    with np.load(tmp_path / "one.npz") as saved:
+        assert saved["reference"][:, 0].mean() < 320  # the small face, on the left
+    with pytest.raises(ValueError, match="two.png: no face 3: 2 found"):
+        generator.generate(tmp_path / "two.png", inputs["speech"], tmp_path / "three.mp4", face=3)
     with np.load(tmp_path / "two.npz") as saved:
         expected = landmarks - [x0, y0] + big_at
         assert np.linalg.norm(saved["reference"] - expected, axis=-1).mean() < 3.0
@@ -311,14 +338,14 @@ def test_a_failure_while_streaming_leaves_no_output(generator, inputs, tmp_path,
     (out_dir / "talk.mp4").write_bytes(b"an earlier video")
     calls = []
 
-    def failing_render(reference, points):
+    def failing_render(self, points):
         calls.append(len(points))
         if len(calls) == 3:
             raise OSError("disk full")
-        return original(reference, points)
+        return original(self, points)
 
-    original = generator.renderer.render
-    monkeypatch.setattr(generator.renderer, "render", failing_render)
+    original = generate.PhotoWarp.render
+    monkeypatch.setattr(generate.PhotoWarp, "render", failing_render)
     with pytest.raises(OSError, match="disk full"):
         generator.generate(inputs["photo"], inputs["speech"], out_dir / "talk.mp4", keypoints_out=out_dir / "talk.npz",
                            overlay=True)

@@ -6,8 +6,8 @@
 The path, stage by stage (the names are the keys of `GenerationReport.stage_seconds`), and
 the module that holds each piece:
 
-  face            `inputs`: the photo's largest face (`t2v.landmarks`, the detector of data
-                  preparation); `crop`: the similarity crop of data preparation (`FaceCrop`)
+  face            `inputs`: the photo's largest face or the one `face` numbers, left to right
+                  (`t2v.landmarks`, the detector of data preparation); `crop`: the similarity crop of data preparation (`FaceCrop`)
                   at the renderer's size S; `models`: the renderer's reference, encoded once;
   audio_features  `inputs`: `t2v.audio.load_audio`, then `log_mel` (the one definition
                   training used) 30 s at a time (`log_mel_in_chunks`, equal to one pass);
@@ -15,9 +15,13 @@ the module that holds each piece:
                   prior's state carried across chunks: keypoints `[T, 68, 2]` in the crop's
                   pixels, T = `audio.num_video_frames(len(wave))` = round(25 x seconds) (with
                   `pose_from`, `tracking` of the source video's face is counted here too);
-  render          `models`: `render_batch` frames per call of the renderer (`FaceRenderer`);
-  paste_back      `paste`: each S x S face back into the photo through the crop's inverse
-                  warp, blended with a feathered mask (`PasteBack`, a precomputed bilinear map);
+                  `blinks`: blinks added when the keypoints blink less than 10 times a minute;
+  render          renderer "photo" (the default), `warp`: the photo's own face region warped
+                  frame by frame along the keypoints at its size in the photo, mouth interior
+                  and closing lids painted, pasted in place (`PhotoWarp`); renderer "learned",
+                  `models`: `render_batch` frames per call of the trained renderer (`FaceRenderer`);
+  paste_back      `paste` (renderer "learned"): each S x S face back into the photo through the
+                  crop's inverse warp, blended with a feathered mask (`PasteBack`);
   encode          H.264 + AAC with the input audio (`t2v.video.VideoWriter`).
 
 `generator` holds the whole path (`TalkingHeadGenerator`, `run`). Memory: the wave, its
@@ -31,16 +35,20 @@ only when everything succeeded; an earlier file at a destination stays untouched
 failure. Bad input raises `t2v.errors.InputError`, one line naming the file.
 """
 
+from t2v.generate.blinks import MIN_BLINKS_PER_MINUTE, add_blinks, blink_closure, close_lids, count_blinks
 from t2v.generate.crop import FACE_CENTRE, FACE_SCALE, FaceCrop, canonical_face
-from t2v.generate.generator import GenerationReport, TalkingHeadGenerator, run
+from t2v.generate.generator import RENDERERS, GenerationReport, TalkingHeadGenerator, run
 from t2v.generate.inputs import (DEFAULT_MAX_SECONDS, DETECT_MAX_SIDE, detect_faces, find_face, largest_box,
-                                 log_mel_in_chunks, read_photo, read_speech)
+                                 list_faces, log_mel_in_chunks, read_photo, read_speech)
 from t2v.generate.models import FaceRenderer, KeypointGenerator
 from t2v.generate.outputs import OVERLAY_SUFFIX, StagedOutputs, overlay_path
 from t2v.generate.paste import MASK_CLEAR_RADIUS, MASK_OPAQUE_RADIUS, PasteBack, crop_mask
 from t2v.generate.tracking import DETECT_EVERY, TRACK_DETECT_MAX_SIDE, ping_pong, source_motion, track_landmarks
+from t2v.generate.warp import DEFAULT_MAX_FACE_PX, PhotoWarp, reflect_pad
 
 __all__ = [
+    "DEFAULT_MAX_FACE_PX", "MIN_BLINKS_PER_MINUTE", "PhotoWarp", "RENDERERS", "add_blinks", "blink_closure",
+    "close_lids", "count_blinks", "list_faces", "reflect_pad",
     "DEFAULT_MAX_SECONDS", "DETECT_EVERY", "DETECT_MAX_SIDE", "FACE_CENTRE", "FACE_SCALE", "MASK_CLEAR_RADIUS",
     "MASK_OPAQUE_RADIUS", "OVERLAY_SUFFIX", "TRACK_DETECT_MAX_SIDE", "FaceCrop", "FaceRenderer", "GenerationReport",
     "KeypointGenerator", "PasteBack", "StagedOutputs", "TalkingHeadGenerator", "canonical_face", "crop_mask",

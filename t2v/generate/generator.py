@@ -15,15 +15,19 @@ import numpy as np
 
 from t2v import audio, keypoints, video
 from t2v.errors import InputError
+from t2v.generate.blinks import add_blinks as blinking
 from t2v.generate.crop import FaceCrop
 from t2v.generate.inputs import DEFAULT_MAX_SECONDS, find_face, log_mel_in_chunks, read_photo, read_speech
 from t2v.generate.models import FaceRenderer, KeypointGenerator
 from t2v.generate.outputs import StagedOutputs, overlay_path
 from t2v.generate.paste import PasteBack
 from t2v.generate.tracking import source_motion
+from t2v.generate.warp import DEFAULT_MAX_FACE_PX, PhotoWarp
 from t2v.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
+
+RENDERERS = ("photo", "learned")  # the photo's own pixels warped (t2v.generate.warp), or the trained renderer
 
 
 @dataclasses.dataclass
@@ -35,10 +39,12 @@ class GenerationReport:
     audio_seconds: float
     faces_found: int
     photo_size: tuple[int, int]  # (width, height)
-    render_size: int
+    render_size: int  # the learned renderer's S; with renderer "photo", the face's width (pixels) it warps at
     keypoints_out: Path | None
     overlay_out: Path | None
     stage_seconds: dict[str, float]
+    renderer: str = "photo"
+    blinks_added: int = 0  # blinks the blink controller put into the keypoints (`t2v.generate.blinks`)
 
 
 class _Stopwatch:
@@ -92,12 +98,16 @@ class TalkingHeadGenerator:
     def generate(self, image: str | os.PathLike, speech: str | os.PathLike, out: str | os.PathLike, *,
                  pose_from: str | os.PathLike | None = None, temperature: float | None = None, seed: int = 0,
                  keypoints_out: str | os.PathLike | None = None, overlay: bool = False,
-                 max_seconds: float = DEFAULT_MAX_SECONDS, progress: bool = False) -> GenerationReport:
+                 max_seconds: float = DEFAULT_MAX_SECONDS, progress: bool = False, renderer: str = "photo",
+                 face: int | None = None, add_blinks: bool = True,
+                 max_face_px: float = DEFAULT_MAX_FACE_PX) -> GenerationReport:
         """Writes `out` (mp4: the photo talking, the speech as its audio); see `run`."""
         watch = _Stopwatch()
         out = Path(out)
         if out.is_dir():
             raise InputError(f"{out}: is a directory; give the output mp4's file name")
+        if renderer not in RENDERERS:
+            raise InputError(f"renderer {renderer!r}: not one of {', '.join(RENDERERS)}")
         size = self.renderer.size
 
         with watch("face"):
@@ -105,13 +115,17 @@ class TalkingHeadGenerator:
         with watch("audio_features"):
             wave = read_speech(speech, max_seconds)
         with watch("face"):
-            landmarks, faces = find_face(self.detector, photo, os.fspath(image))
-            if faces > 1:
-                log.warning("%s: %d faces found; animating the largest", os.fspath(image), faces)
+            landmarks, faces = find_face(self.detector, photo, os.fspath(image), face)
+            if faces > 1 and face is None:
+                log.warning("%s: %d faces found; animating the largest (--face N picks another, "
+                            "--list-faces numbers them)", os.fspath(image), faces)
             crop = FaceCrop.fit(landmarks, size)
             reference_crop_px = crop.to_crop(landmarks)
-            reference = self.renderer.encode(crop.crop(photo), reference_crop_px)
-            paste = PasteBack(photo, crop)
+            if renderer == "learned":
+                reference = self.renderer.encode(crop.crop(photo), reference_crop_px)
+                paste = PasteBack(photo, crop)
+            else:
+                warp = PhotoWarp(photo, landmarks, max_face_px=max_face_px)
         with watch("audio_features"):
             mel = log_mel_in_chunks(wave)
         frames = len(mel) // audio.MELS_PER_FRAME
@@ -127,6 +141,10 @@ class TalkingHeadGenerator:
                                                          source["reference"])
             crop_points = np.asarray(keypoints.denormalise(points, face_frame), np.float32)  # [T, 68, 2]
             photo_points = crop.to_photo(crop_points)
+            closure = np.zeros(len(photo_points))
+            if add_blinks:
+                photo_points, closure = blinking(photo_points, seed)
+                crop_points = crop.to_crop(photo_points)
 
         overlay_out = overlay_path(out) if overlay else None
         keypoints_path = None if keypoints_out is None else Path(keypoints_out)
@@ -135,8 +153,11 @@ class TalkingHeadGenerator:
                 writer = writers.enter_context(video.VideoWriter(staged.stage(out), audio=wave))
                 overlay_writer = (writers.enter_context(video.VideoWriter(staged.stage(overlay_out), audio=wave))
                                   if overlay_out else None)
-                self._stream_frames(reference, paste, crop_points, photo_points, writer, overlay_writer, watch,
-                                    progress, out.name)
+                if renderer == "learned":
+                    self._stream_frames(reference, paste, crop_points, photo_points, writer, overlay_writer, watch,
+                                        progress, out.name)
+                else:
+                    _stream_photo_frames(warp, photo_points, writer, overlay_writer, watch, progress, out.name)
                 with watch("encode"):
                     writers.close()
             if keypoints_path is not None:
@@ -144,8 +165,10 @@ class TalkingHeadGenerator:
                     np.savez(file, keypoints=photo_points, reference=landmarks.astype(np.float32),
                              fps=np.int32(audio.FPS), image_size=np.array(photo.shape[1::-1], np.int32))
             staged.commit()
+        blinks_added = int(np.sum((closure[1:] >= 0.5) & (closure[:-1] < 0.5)) + (closure[:1] >= 0.5).sum())
         return GenerationReport(out, frames, len(wave) / audio.SAMPLE_RATE, faces, (photo.shape[1], photo.shape[0]),
-                                size, keypoints_path, overlay_out, watch.seconds)
+                                size if renderer == "learned" else int(round(warp.face_px)), keypoints_path,
+                                overlay_out, watch.seconds, renderer, blinks_added)
 
     def _stream_frames(self, reference, paste: PasteBack, crop_points: np.ndarray, photo_points: np.ndarray,
                        writer, overlay_writer, watch: _Stopwatch, progress: bool, label: str) -> None:
@@ -170,11 +193,29 @@ class TalkingHeadGenerator:
                 bar.update(stop - start)
 
 
+def _stream_photo_frames(warp: PhotoWarp, photo_points: np.ndarray, writer, overlay_writer, watch: _Stopwatch,
+                         progress: bool, label: str) -> None:
+    """Warps, paints and encodes every frame (renderer "photo"); the paste into the photo is
+    part of the warp, so `paste_back` reads 0 here."""
+    watch.seconds.setdefault("paste_back", 0.0)
+    with progress_bar(len(photo_points), unit="frame", desc=label, disable=not progress, leave=False) as bar:
+        for points in photo_points:
+            with watch("render"):
+                frame = warp.render(points)
+            with watch("encode"):
+                writer.write(frame)
+            if overlay_writer is not None:
+                with watch("overlay"):
+                    overlay_writer.write(keypoints.draw_keypoints(frame, points))
+            bar.update(1)
+
+
 def run(image: str | os.PathLike, speech: str | os.PathLike, out: str | os.PathLike, *,
         checkpoint: str | os.PathLike, pose_from: str | os.PathLike | None = None,
         temperature: float | None = None, seed: int = 0, keypoints_out: str | os.PathLike | None = None,
         overlay: bool = False, max_seconds: float | None = None, render_batch: int | None = None,
-        progress: bool = True) -> GenerationReport:
+        progress: bool = True, renderer: str = "photo", face: int | None = None, add_blinks: bool = True,
+        max_face_px: float | None = None) -> GenerationReport:
     """`t2v generate`: the face in photo `image` speaks `speech`; the video goes to `out`.
 
     out: an mp4 of the photo's size (an odd side gains one edge row or column) with
@@ -193,6 +234,16 @@ def run(image: str | os.PathLike, speech: str | os.PathLike, out: str | os.PathL
     max_seconds: longer speech is refused (None: `DEFAULT_MAX_SECONDS`, 10 minutes).
     render_batch: frames per renderer call (default: 1 at 256 px and above, else 4).
     progress: a progress bar on stderr.
+    renderer: "photo" (default): the photo's own face warped along the keypoints at the
+        size it has in the photo (`t2v.generate.warp`), the mouth interior and closing
+        lids painted; "learned": the trained renderer at its size S, pasted back.
+    face: which face of the photo, numbered 1, 2, ... left to right (`list_faces`, or
+        `t2v generate --list-faces PHOTO`); None: the largest (of equally large ones,
+        within 5% in area, the leftmost).
+    add_blinks: blink 10-20 times a minute (`t2v.generate.blinks`, from `seed`) when the
+        motion model's keypoints blink less than 10 times a minute.
+    max_face_px: renderer "photo" draws its warp at most this face width (default 512);
+        larger faces get the warp upsampled, their pixels still come from the photo.
 
     Several faces in the photo: the largest is animated and a warning says so. Bad input
     (no face, unreadable image or audio, silent or too long audio, missing or mismatched
@@ -203,4 +254,5 @@ def run(image: str | os.PathLike, speech: str | os.PathLike, out: str | os.PathL
     return generator.generate(image, speech, out, pose_from=pose_from, temperature=temperature, seed=seed,
                               keypoints_out=keypoints_out, overlay=overlay,
                               max_seconds=DEFAULT_MAX_SECONDS if max_seconds is None else max_seconds,
-                              progress=progress)
+                              progress=progress, renderer=renderer, face=face, add_blinks=add_blinks,
+                              max_face_px=DEFAULT_MAX_FACE_PX if max_face_px is None else max_face_px)

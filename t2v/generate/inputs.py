@@ -98,13 +98,69 @@ def detect_faces(detector, image: np.ndarray, max_side: int) -> np.ndarray:
     return detector.detect(small) / factor
 
 
+SAME_SIZE = 0.05  # faces whose box areas are within 5% of the largest count as equally large
+MIN_FIT_PX = 96  # smaller faces are fitted on an upsampled copy of their surroundings
+
+
+def ordered_faces(boxes: np.ndarray) -> np.ndarray:
+    """Face boxes `[faces, 4]` numbered left to right: sorted by the box centre's x, then y."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    return boxes[np.lexsort((np.round(centres[:, 1], 1), np.round(centres[:, 0], 1)))]
+
+
+def default_face(boxes: np.ndarray) -> int:
+    """The index of the largest of ordered boxes; of faces equally large (`SAME_SIZE`) the
+    leftmost, so the choice never depends on the detector's order or a pixel's rounding."""
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return int(np.flatnonzero(areas >= (1 - SAME_SIZE) * areas.max())[0])
+
+
 def largest_box(boxes: np.ndarray) -> np.ndarray:
-    return boxes[int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))]
+    ordered = ordered_faces(boxes)
+    return ordered[default_face(ordered)]
 
 
-def find_face(detector, image: np.ndarray, name: str) -> tuple[np.ndarray, int]:
-    """Landmarks `[68, 2]` (pixels) of the largest face in a photo and how many faces it holds."""
-    boxes = detect_faces(detector, image, DETECT_MAX_SIDE)
+def list_faces(detector, image: np.ndarray) -> tuple[np.ndarray, int]:
+    """(the photo's face boxes `[faces, 4]` (left, top, right, bottom) numbered left to
+    right, the index of the one animated by default)."""
+    boxes = ordered_faces(detect_faces(detector, image, DETECT_MAX_SIDE))
+    return boxes, (default_face(boxes) if len(boxes) else -1)
+
+
+def fit_landmarks(detector, image: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """The 68 landmarks `[68, 2]` of the face in `box`; a face under `MIN_FIT_PX` is fitted
+    on a bicubically upsampled copy of its surroundings (the shape model's features need
+    more than a few pixels per eye), then mapped back."""
+    box = np.asarray(box, np.float64)
+    width = float(box[2] - box[0])
+    if width >= MIN_FIT_PX:
+        return detector.fit(image, box)
+    factor = int(np.ceil(MIN_FIT_PX / max(width, 1.0)))
+    height, image_width = image.shape[:2]
+    x0, y0 = np.maximum(np.floor(box[:2] - width).astype(int), 0)
+    x1, y1 = np.minimum(np.ceil(box[2:] + width).astype(int), (image_width, height))
+    patch = Image.fromarray(np.ascontiguousarray(image[y0:y1, x0:x1]))
+    large = np.asarray(patch.resize((patch.width * factor, patch.height * factor), Image.BICUBIC))
+    # Pixel centres: patch pixel p is at (p + 0.5) * factor - 0.5 in the large copy.
+    large_box = (box - [x0, y0, x0, y0] + 0.5) * factor - 0.5
+    points = detector.fit(large, large_box)
+    return ((points + 0.5) / factor - 0.5 + [x0, y0]).astype(np.float32)
+
+
+def find_face(detector, image: np.ndarray, name: str, face: int | None = None) -> tuple[np.ndarray, int]:
+    """Landmarks `[68, 2]` (pixels) of a photo's face and how many faces it holds.
+
+    face: which face, numbered 1, 2, ... left to right (`list_faces`); None: the largest.
+    """
+    boxes, default = list_faces(detector, image)
     if not len(boxes):
         raise InputError(f"{name}: no face found")
-    return detector.fit(image, largest_box(boxes)), len(boxes)
+    if face is None:
+        index = default
+    elif 1 <= face <= len(boxes):
+        index = face - 1
+    else:
+        raise InputError(f"{name}: no face {face}: {len(boxes)} found, numbered 1 to {len(boxes)} left to right "
+                         "(t2v generate --list-faces PHOTO lists them)")
+    return fit_landmarks(detector, image, boxes[index]), len(boxes)
