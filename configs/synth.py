@@ -2,6 +2,7 @@
 
     t2v synth --out DIR --clips 100 --langs en,de,fr --format records
     t2v synth --config configs/synth.py:tiny --out DIR --config.synth.size=128
+    t2v synth --out DIR --clips 20 --emotions neutral   # a neutral test set
 
 Not an experiment: it holds only what `t2v synth` reads (no base keys); its flags are
 shorthands for these fields, and `--config.synth.x=y` overrides win over them.
@@ -21,6 +22,7 @@ def get_config(arg=None):
         format="records",   # "records" (ground-truth ArrayRecord) or "voxceleb2" (mp4 tree)
         texture="",         # "" = painted faces; a photo path, or "astronaut"
         text_file="",       # "" = each language's own sentences; a UTF-8 file, one sentence a line
+        emotions="",        # "" = each clip draws one; "neutral,happy" = only these, in turn
         size=224,
         seed=0,
         speakers=0,         # 0 = one new speaker every few clips

@@ -51,7 +51,8 @@ def _flag_overrides(section: str, flags: dict) -> list[str]:
 # -- t2v synth -----------------------------------------------------------------------------
 def _synth(args, overrides) -> int:
     flags = {"clips": args.clips, "langs": args.langs, "format": args.format,
-             "texture": args.texture, "size": args.size, "seed": args.seed, "text_file": args.text_file}
+             "texture": args.texture, "size": args.size, "seed": args.seed, "text_file": args.text_file,
+             "emotions": args.emotions}
     cfg = _load(args, _flag_overrides("synth", flags) + overrides)
     _check_texture(cfg.synth.texture)
     out = Path(args.out)
@@ -253,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--texture", help="a face photo to warp, or 'astronaut'")
     p.add_argument("--text-file", help="sentences to speak, one a line (any eSpeak NG language; "
                    "without it a language lacking built-in sentences speaks words made of its phonemes)")
+    p.add_argument("--emotions", help="comma-separated emotions to make, in turn (default: drawn at random): "
+                   "neutral,happy,sad,angry,surprised,disgusted,fearful")
     p.add_argument("--size", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--config", default="configs/synth.py")

@@ -850,6 +850,7 @@ def synthesize(
     render: bool = True,
     progress: bool = True,
     sentences: Sequence[str] | None = None,
+    emotions: Sequence[str] | None = None,
 ) -> dict:
     """Writes `num_clips` clips to `out_dir`; returns a summary (also written to
     `out_dir/synth.json`).
@@ -857,7 +858,10 @@ def synthesize(
     Clip i is `make_clip(clip_seed(seed, i), language=langs[i % len(langs)])` with a
     speaker drawn from `num_speakers` (default about sqrt(num_clips), so that each
     speaker appears in several clips). `langs` are any eSpeak NG voices; `sentences`,
-    if given, are what every clip says (else each language's own: see `make_clip`). Formats:
+    if given, are what every clip says (else each language's own: see `make_clip`).
+    `emotions`, if given, are the only emotions made, in turn (each language gets every
+    one: clip i has `emotions[(i // len(langs)) % len(emotions)]`); else each clip draws
+    one of EMOTIONS. Formats:
       * "records": ArrayRecord shards `clips.array_record-0000i-of-0000n` of
         `t2v.data.records` clip records (frames as JPEG, or none if not `render`);
       * "voxceleb2": `idNNNNN/VIDEOID/00001.mp4` (H.264 + AAC) per clip, speaker
@@ -873,6 +877,7 @@ def synthesize(
     langs = tuple(langs)
     if not langs:
         raise ValueError("langs is empty")
+    emotions = parse_emotions(",".join(emotions), "emotions") if emotions is not None else None
     num_speakers = num_speakers or max(1, round(math.sqrt(num_clips)))
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
@@ -881,9 +886,10 @@ def synthesize(
 
     def clips():
         for index in track(range(num_clips), desc="synthesizing clips", unit="clip", disable=not progress):
+            emotion = emotions[(index // len(langs)) % len(emotions)] if emotions else None
             clip = make_clip(clip_seed(seed, index), language=langs[index % len(langs)], size=size,
                              texture=texture, render=render or fmt == "voxceleb2", num_speakers=num_speakers,
-                             sentences=sentences)
+                             sentences=sentences, emotion=emotion)
             counts["languages"][clip.language] += 1
             counts["emotions"][clip.emotion] += 1
             counts["speakers"].add(clip.speaker)
@@ -969,8 +975,55 @@ def synthesize_from_config(synth, out_dir: str | os.PathLike, progress: bool = T
         speech.voice_name(lang, where="--langs (synth.langs)")
     text_file = synth.get("text_file", "")
     sentences = load_sentences(text_file) if text_file else None
+    spec = str(synth.get("emotions", ""))
+    emotions = parse_emotions(spec, "--emotions (synth.emotions)") if spec.strip() else None
     return synthesize(
         out_dir, synth.clips, langs=langs, fmt=synth.format, texture=load_texture(synth.texture),
         size=synth.size, seed=synth.seed, num_speakers=synth.speakers or None,
-        num_shards=synth.shards, progress=progress, sentences=sentences,
+        num_shards=synth.shards, progress=progress, sentences=sentences, emotions=emotions,
     )  # fmt: skip
+
+
+def parse_emotions(spec: str, where: str) -> tuple[str, ...]:
+    """'neutral,happy' -> ('neutral', 'happy'); InputError naming `where` and the valid
+    emotions for an unknown one or an empty list."""
+    names = tuple(dict.fromkeys(name.strip().lower() for name in str(spec).split(",") if name.strip()))
+    unknown = [name for name in names if name not in EMOTIONS]
+    if unknown or not names:
+        what = f"unknown emotion {unknown[0]!r}" if unknown else "no emotion given"
+        raise InputError(f"{where}: {what}; valid: {','.join(EMOTIONS)}")
+    return names
+
+
+def with_emotion(clip: Clip, emotion: str, intensity: float | None = None,
+                 texture: face_render.PhotoTexture | None = None) -> Clip:
+    """The same clip (speech, lips, head pose, blinks, speaker) with another emotion held:
+    the emotion's expression offsets swapped for `emotion`'s at `intensity` (default: the
+    clip's own, or INTENSITY_LEVELS[-1] from a neutral clip), re-posed and re-rendered when
+    the clip has frames. The voice stays the clip's, so this is the paired target of
+    emotion translation; the articulation is kept, plus the new emotion's resting mouth."""
+    if emotion not in EMOTIONS:
+        raise ValueError(f"unknown emotion {emotion!r}; choose one of {EMOTIONS}")
+    if intensity is None:
+        intensity = clip.emotion_intensity or INTENSITY_LEVELS[-1]
+    intensity = 0.0 if emotion == "neutral" else float(intensity)
+
+    def offsets(name, level):
+        vector = np.zeros(len(EXPRESSION_NAMES), np.float32)
+        for key, value in EMOTION_EXPRESSIONS[name].items():
+            vector[_E[key]] = level * value
+        return vector
+
+    delta = offsets(emotion, intensity) - offsets(clip.emotion, clip.emotion_intensity)
+    expression = np.clip(clip.expression + delta, 0.0, 1.0).astype(np.float32)
+    identity = identity_for(clip.speaker)
+    keypoints_3d = pose_face(identity.shape_3d, expression, clip.pose[:, :3].astype(np.float64))
+    keypoints = clip.pose[:, 3, None, None] * keypoints_3d[..., :2] + clip.pose[:, None, 4:6]
+    frames = None
+    if clip.frames is not None:
+        paint = texture.render if texture is not None else (
+            lambda points, size: face_render.render_face(points, size, identity.appearance))
+        frames = np.stack([paint(points, clip.size) for points in keypoints])
+    return dataclasses.replace(
+        clip, keypoints=keypoints.astype(np.float32), keypoints_3d=keypoints_3d, expression=expression,
+        aus=action_units(expression), frames=frames, emotion=emotion, emotion_intensity=intensity)
