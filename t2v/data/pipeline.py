@@ -73,7 +73,7 @@ def prepare_clip(clip: dict, keep_audio: bool = False, reference: str = "detecte
     }
     if reference_index is not None:
         prepared["reference_frame"] = reference_index
-    for name in ("clip_id", "speaker", "language", "transcript", "frames"):
+    for name in ("clip_id", "speaker", "language", "transcript", "frames", "aus"):
         if clip.get(name) is not None:
             prepared[name] = clip[name]
     if keep_audio:
@@ -123,6 +123,7 @@ class WindowMaker:
     cache_clips: int = 4096  # prepared clips kept per process: features are made once per clip, not per window
     keypoint_noise: float = 0.0  # std of Gaussian jitter on training keypoints, face-frame units (0 = off)
     reference: str = "detected"  # data.reference: "detected" (a pinned frame, as at inference) or "neutral"
+    action_units: bool = False  # data.action_units: windows carry `au [T, 9]` (t2v.au.clip_speech_aus)
     skipped: int = 0
     skip_reasons: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     longest_short_clip: int = 0  # frames of the longest clip skipped as shorter than the window
@@ -179,6 +180,12 @@ class WindowMaker:
         }
         if self.max_shift > 0:
             example["mel_context"] = mel_span(clip["mel"], start - self.max_shift, t + 2 * self.max_shift)
+        if self.action_units:
+            from t2v.au import clip_speech_aus
+
+            aus = clip.get("aus")
+            example["au"] = clip_speech_aus({"keypoints": example["keypoints"], "reference": clip["reference"],
+                                             "aus": None if aus is None else aus[start : start + t]})
         return example
 
     def random_start(self, num_frames: int, rng: np.random.Generator) -> int:
@@ -767,7 +774,8 @@ def window_batches(
     maker = maker or WindowMaker(int(data.window), int(data.get("max_shift", 0)),
                                  reference_frame=bool(data.get("reference_frame", False)),
                                  keypoint_noise=float(augment.get("keypoint_noise", 0.0)) if augment else 0.0,
-                                 reference=str(data.get("reference", "detected")))
+                                 reference=str(data.get("reference", "detected")),
+                                 action_units=bool(data.get("action_units", False)))
     maker.source = record_source(shard_paths(config, split, seed))
     what = source_name(config, split)
     shares = dict(global_batch_size=int(config.train.batch_size), process_index=process_index,
