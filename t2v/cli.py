@@ -7,6 +7,7 @@
     t2v prepare --dataset voxceleb2|lrw|hdtf|mead|grid|crema_d|synthetic --src DIR --out DIR [--beam]
     t2v generate --image FACE --audio SPEECH --out OUT.mp4 --checkpoint DIR   a photo speaks
     t2v export --checkpoint DIR --out DIR            StableHLO + ONNX serving artifacts
+    t2v emotion --checkpoint DIR --video IN.mp4 --to happy [--intensity 0..1] --out OUT.mp4
     t2v synth  --out DIR --clips N --langs en,de --format records|voxceleb2 [--texture PHOTO]
     t2v config --config configs/x.py[:variant] [--config.a.b=v ...]   print a resolved config
 
@@ -136,17 +137,38 @@ def _sweep(args, overrides) -> int:
 
 # -- t2v generate --------------------------------------------------------------------------
 def _generate(args, overrides) -> int:
+    if args.list_faces:
+        from t2v import generate
+        from t2v.landmarks import LandmarkDetector
+
+        print(generate.face_listing(LandmarkDetector(), args.list_faces))
+        return 0
+    missing = [f"--{name.replace('_', '-')}" for name in ("image", "audio", "out", "checkpoint")
+               if getattr(args, name) is None]
+    if missing:
+        raise InputError(f"{', '.join(missing)} required (or --list-faces PHOTO alone)")
     flags = {"temperature": args.temperature, "seed": args.seed, "max_seconds": args.max_seconds,
-             "overlay": True if args.overlay else None}
+             "overlay": True if args.overlay else None, "face": args.face}
     g = _load(args, _flag_overrides("generate", flags) + overrides).generate
     from t2v import generate
 
     report = generate.run(args.image, args.audio, args.out, checkpoint=args.checkpoint, pose_from=args.pose_from,
                           keypoints_out=args.keypoints_out, temperature=g.temperature, seed=g.seed,
                           overlay=g.overlay, max_seconds=g.max_seconds, render_batch=g.render_batch,
-                          **_given(g, "renderer", "face", "add_blinks"))
+                          **_given(g, "renderer", "face", "add_blinks", "max_face_px"))
     print(f"wrote {report.out}: {report.frames} frames, {report.audio_seconds:.1f} s, "
           f"{report.photo_size[0]}x{report.photo_size[1]}")
+    return 0
+
+
+# -- t2v emotion ---------------------------------------------------------------------------
+def _emotion(args, overrides) -> int:
+    from t2v import emotion
+
+    report = emotion.run(args.video, args.out, checkpoint_dir=args.checkpoint, to=args.to,
+                         intensity=args.intensity)
+    print(f"wrote {report.out}: {report.frames} frames, {report.size[0]}x{report.size[1]} at {report.fps:g} fps, "
+          f"{report.emotion} at intensity {report.intensity:g}")
     return 0
 
 
@@ -226,10 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_prepare)
 
     p = sub.add_parser("generate", help="make the face in a photo speak any speech")
-    p.add_argument("--image", required=True, help="a photo with a face (the largest is animated)")
-    p.add_argument("--audio", required=True, help="speech: wav, flac, mp3, m4a or a video's audio track")
-    p.add_argument("--out", required=True, help="the mp4 to write (photo-sized, 25 fps, with the speech)")
-    p.add_argument("--checkpoint", required=True, help="a t2v demo workdir, or one holding motion/ and render/")
+    p.add_argument("--image", help="a photo with a face (the largest is animated; --face picks another)")
+    p.add_argument("--audio", help="speech: wav, flac, mp3, m4a or a video's audio track")
+    p.add_argument("--out", help="the mp4 to write (photo-sized, 25 fps, with the speech)")
+    p.add_argument("--checkpoint", help="a t2v demo workdir, or one holding motion/ and render/")
+    p.add_argument("--face", type=int, help="which face to animate: 1, 2, ... left to right (see --list-faces)")
+    p.add_argument("--list-faces", metavar="PHOTO", help="print the photo's faces, numbered for --face, and exit")
     p.add_argument("--pose-from", help="a video whose head pose, blinks and brows to follow")
     p.add_argument("--temperature", type=float, help="of the motion prior (default: the checkpoint's)")
     p.add_argument("--seed", type=int, help="of the prior's samples (default 0)")
@@ -238,6 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-seconds", type=float, help="refuse longer speech (default 600)")
     p.add_argument("--config", default="configs/generate.py")
     p.set_defaults(run=_generate)
+
+    p = sub.add_parser("emotion", help="give a talking video's face another emotion (an `emotion` workdir)")
+    p.add_argument("--checkpoint", required=True, help="a trained `emotion` workdir (configs/emotion.py)")
+    p.add_argument("--video", required=True, help="a talking-face video")
+    p.add_argument("--to", required=True, help="the target emotion: neutral,happy,sad,angry,surprised,disgusted,fearful")
+    p.add_argument("--intensity", type=float, default=1.0, help="of the target emotion, 0..1 (default 1)")
+    p.add_argument("--out", required=True, help="the mp4 to write (the video's size, rate, length and audio)")
+    p.set_defaults(run=_emotion)
 
     p = sub.add_parser("export", help="write serving artifacts (jax.export StableHLO and ONNX)")
     p.add_argument("--checkpoint", required=True, help="a task workdir, or a demo workdir holding several")

@@ -285,6 +285,28 @@ def test_several_faces_animate_the_largest_and_say_so(generator, inputs, tmp_pat
         assert np.linalg.norm(saved["reference"] - expected, axis=-1).mean() < 3.0
 
 
+def test_list_faces_numbers_them_left_to_right(inputs, tmp_path, capsys):
+    from t2v import cli
+
+    landmarks = inputs["landmarks"]
+    x0, y0 = np.floor(landmarks.min(0) - 30).astype(int)
+    x1, y1 = np.ceil(landmarks.max(0) + 30).astype(int)
+    face = Image.fromarray(inputs["image"][y0:y1, x0:x1])
+    canvas = Image.new("RGB", (3 * face.width, face.height + 40), (120, 130, 140))
+    canvas.paste(face, (2 * face.width, 20))
+    canvas.paste(face, (0, 20))  # two faces exactly as large: the leftmost is the default
+    canvas.save(tmp_path / "twins.png")
+    assert cli.main(["generate", "--list-faces", str(tmp_path / "twins.png")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "2 faces, numbered left to right" in lines[0]
+    assert lines[1].startswith("  face 1: box left") and lines[1].endswith("(the default: the largest)")
+    assert lines[2].startswith("  face 2: box left") and "default" not in lines[2]
+    boxes, default = generate.list_faces(LandmarkDetector(), np.asarray(canvas))
+    assert default == 0 and boxes[0, 0] < face.width <= boxes[1, 0]
+    assert cli.main(["generate", "--list-faces", str(tmp_path / "missing.png")]) == 2
+    assert capsys.readouterr().err.strip().endswith("missing.png: no such file")
+
+
 # --------------------------------------------------------------------------- bad input
 
 

@@ -38,8 +38,8 @@ failure. Bad input raises `t2v.errors.InputError`, one line naming the file.
 from t2v.generate.blinks import MIN_BLINKS_PER_MINUTE, add_blinks, blink_closure, close_lids, count_blinks
 from t2v.generate.crop import FACE_CENTRE, FACE_SCALE, FaceCrop, canonical_face
 from t2v.generate.generator import RENDERERS, GenerationReport, TalkingHeadGenerator, run
-from t2v.generate.inputs import (DEFAULT_MAX_SECONDS, DETECT_MAX_SIDE, detect_faces, find_face, largest_box,
-                                 list_faces, log_mel_in_chunks, read_photo, read_speech)
+from t2v.generate.inputs import (DEFAULT_MAX_SECONDS, DETECT_MAX_SIDE, detect_faces, face_listing, find_face,
+                                 largest_box, list_faces, log_mel_in_chunks, read_photo, read_speech)
 from t2v.generate.models import FaceRenderer, KeypointGenerator
 from t2v.generate.outputs import OVERLAY_SUFFIX, StagedOutputs, overlay_path
 from t2v.generate.paste import MASK_CLEAR_RADIUS, MASK_OPAQUE_RADIUS, PasteBack, crop_mask
@@ -48,7 +48,7 @@ from t2v.generate.warp import DEFAULT_MAX_FACE_PX, PhotoWarp, reflect_pad
 
 __all__ = [
     "DEFAULT_MAX_FACE_PX", "MIN_BLINKS_PER_MINUTE", "PhotoWarp", "RENDERERS", "add_blinks", "blink_closure",
-    "close_lids", "count_blinks", "list_faces", "reflect_pad",
+    "close_lids", "count_blinks", "face_listing", "list_faces", "reflect_pad",
     "DEFAULT_MAX_SECONDS", "DETECT_EVERY", "DETECT_MAX_SIDE", "FACE_CENTRE", "FACE_SCALE", "MASK_CLEAR_RADIUS",
     "MASK_OPAQUE_RADIUS", "OVERLAY_SUFFIX", "TRACK_DETECT_MAX_SIDE", "FaceCrop", "FaceRenderer", "GenerationReport",
     "KeypointGenerator", "PasteBack", "StagedOutputs", "TalkingHeadGenerator", "canonical_face", "crop_mask",

@@ -12,7 +12,7 @@ import numpy as np
 import soundfile
 from PIL import Image, ImageOps
 
-from t2v import audio
+from t2v import audio, keypoints
 from t2v.errors import InputError
 
 DEFAULT_MAX_SECONDS = 600.0  # longer speech is refused: its wave, mel and keypoints stay in memory
@@ -109,23 +109,28 @@ def ordered_faces(boxes: np.ndarray) -> np.ndarray:
     return boxes[np.lexsort((np.round(centres[:, 1], 1), np.round(centres[:, 0], 1)))]
 
 
-def default_face(boxes: np.ndarray) -> int:
-    """The index of the largest of ordered boxes; of faces equally large (`SAME_SIZE`) the
-    leftmost, so the choice never depends on the detector's order or a pixel's rounding."""
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return int(np.flatnonzero(areas >= (1 - SAME_SIZE) * areas.max())[0])
+def default_face(sizes: np.ndarray) -> int:
+    """The index of the largest of faces of `sizes`, in their order; of faces equally large
+    (within `SAME_SIZE`) the first, so the choice never hangs on a pixel's rounding."""
+    sizes = np.asarray(sizes, np.float64)
+    return int(np.flatnonzero(sizes >= (1 - SAME_SIZE) * sizes.max())[0])
 
 
 def largest_box(boxes: np.ndarray) -> np.ndarray:
+    """The largest detector box (by area; equally large: the leftmost)."""
     ordered = ordered_faces(boxes)
-    return ordered[default_face(ordered)]
+    return ordered[default_face((ordered[:, 2] - ordered[:, 0]) * (ordered[:, 3] - ordered[:, 1]))]
 
 
 def list_faces(detector, image: np.ndarray) -> tuple[np.ndarray, int]:
     """(the photo's face boxes `[faces, 4]` (left, top, right, bottom) numbered left to
-    right, the index of the one animated by default)."""
+    right, the index of the one animated by default: the largest by its fitted landmarks'
+    size, which unlike the detector's box does not step with the face's position)."""
     boxes = ordered_faces(detect_faces(detector, image, DETECT_MAX_SIDE))
-    return boxes, (default_face(boxes) if len(boxes) else -1)
+    if not len(boxes):
+        return boxes, -1
+    sizes = [float(keypoints.face_size(fit_landmarks(detector, image, box))) for box in boxes]
+    return boxes, default_face(sizes)
 
 
 def fit_landmarks(detector, image: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -164,3 +169,18 @@ def find_face(detector, image: np.ndarray, name: str, face: int | None = None) -
         raise InputError(f"{name}: no face {face}: {len(boxes)} found, numbered 1 to {len(boxes)} left to right "
                          "(t2v generate --list-faces PHOTO lists them)")
     return fit_landmarks(detector, image, boxes[index]), len(boxes)
+
+
+def face_listing(detector, path: str | os.PathLike) -> str:
+    """What `t2v generate --list-faces PHOTO` prints: one line per face, numbered as `--face`
+    numbers them (left to right), the default marked; no face is bad input."""
+    name = os.fspath(path)
+    boxes, default = list_faces(detector, read_photo(name))
+    if not len(boxes):
+        raise InputError(f"{name}: no face found")
+    lines = [f"{name}: {len(boxes)} face{'s' if len(boxes) > 1 else ''}, numbered left to right for --face"]
+    for number, (x0, y0, x1, y1) in enumerate(boxes.tolist(), start=1):
+        mark = "  (the default: the largest)" if number - 1 == default else ""
+        lines.append(f"  face {number}: box left {x0:.0f} top {y0:.0f} right {x1:.0f} bottom {y1:.0f}, "
+                     f"{x1 - x0:.0f} px wide{mark}")
+    return "\n".join(lines)

@@ -7,7 +7,7 @@ The warp is piecewise affine over a fixed triangulation of the 68 points and thr
 of anchors around the head (`RINGS`): the inner ring moves with the head's similarity, the
 middle one half as much, the outer one not at all, so head motion fades out smoothly and
 pixels beyond the outer ring are the photo's, exactly. Per frame each pixel of the face
-region is sampled (bilinear) from the photo through the affine of the target triangle
+region is sampled (bicubic) from the photo through the affine of the target triangle
 covering it (a backward warp); the triangle map is drawn at a resolution whose face is at
 most `max_face_px` wide and its sample positions upsampled, the pixels always come from
 the full-size photo. Where the photo has no pixels they are painted: a mouth cavity with
@@ -77,14 +77,15 @@ def _similarity(source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.
     return float(scale) * np.asarray(rotation), np.asarray(translation)
 
 
-def _affines(source: np.ndarray, target: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    """Target -> source affines `[n, 3, 2]` (`[x, y, 1] @ A`) of each triangle; a collapsed
-    target triangle covers no pixel, so any affine will do (the identity)."""
+def _affines(source: np.ndarray, target: np.ndarray, triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(target -> source affines `[n, 3, 2]` (`[x, y, 1] @ A`) of each triangle, which of
+    them are drawn `[n]`): a collapsed target triangle (closed lips) covers no pixel and is
+    not drawn, else its outline would show what the lips closed over."""
     t = np.concatenate([target[triangles], np.ones((len(triangles), 3, 1))], -1)
-    solvable = np.abs(np.linalg.det(t)) > 1e-6
+    drawn = np.abs(np.linalg.det(t)) > 0.05  # twice the area, in pixels
     affines = np.broadcast_to(np.array([[1.0, 0], [0, 1], [0, 0]]), (len(triangles), 3, 2)).copy()
-    affines[solvable] = np.linalg.solve(t[solvable], source[triangles][solvable])
-    return affines
+    affines[drawn] = np.linalg.solve(t[drawn], source[triangles][drawn])
+    return affines, drawn
 
 
 def _eye_frame(points: np.ndarray, eye: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -126,9 +127,20 @@ def _median_colour(photo: np.ndarray, points: np.ndarray, radius: int = 1) -> np
     return np.median(np.asarray(picks, np.float32), 0)
 
 
+CUBIC_A = -0.75  # the sharper of the usual bicubic kernels (OpenCV's); -0.5 is Catmull-Rom
+
+
+def _cubic_weights(t):
+    """The 4 Keys-cubic weights of taps at offsets -1, 0, 1, 2 for fractions `t`."""
+    a = CUBIC_A
+    near = lambda d: ((a + 2) * d - (a + 3)) * d * d + 1  # noqa: E731  |d| <= 1
+    far = lambda d: ((a * d - 5 * a) * d + 8 * a) * d - 4 * a  # noqa: E731  1 < |d| < 2
+    return far(1 + t), near(t), near(1 - t), far(2 - t)
+
+
 @functools.partial(jax.jit, static_argnames=("box_shape", "source_width"))
 def _warp_region(source, ids, table, *, field_x, field_y, box_x, box_y, mask, photo, box_shape, source_width):
-    """The warped box uint8 `[h, w, 3]`: each pixel sampled (bilinear) from `source`
+    """The warped box uint8 `[h, w, 3]`: each pixel sampled (bicubic) from `source`
     (float32 `[rh * rw, 3]`, the padded region) at its triangle's affine image, the
     displacements computed on the field grid (`ids [gh, gw]`, `table [1 + n, 6]`) and
     upsampled; blended into the `photo` box by `mask [h, w, 1]`."""
@@ -139,14 +151,17 @@ def _warp_region(source, ids, table, *, field_x, field_y, box_x, box_y, mask, ph
     if ids.shape != box_shape:  # displacements are smooth: bilinear is enough
         dx, dy = jax.image.resize(dx, box_shape, "linear"), jax.image.resize(dy, box_shape, "linear")
     source_height = source.shape[0] // source_width
-    x = jnp.clip(box_x[None, :] + dx, 0, source_width - 1.001)
-    y = jnp.clip(box_y[:, None] + dy, 0, source_height - 1.001)
+    # Bicubic (Keys, a = CUBIC_A): bilinear taps at a half-pixel offset would halve the
+    # photo's fine detail; the source is padded by 2 pixels so the 4 x 4 taps stay inside.
+    x = jnp.clip(box_x[None, :] + dx, 1, source_width - 3.001)
+    y = jnp.clip(box_y[:, None] + dy, 1, source_height - 3.001)
     ix, iy = jnp.floor(x).astype(jnp.int32), jnp.floor(y).astype(jnp.int32)
-    fx, fy = (x - ix)[..., None], (y - iy)[..., None]
-    corner = iy * source_width + ix
-    tap = lambda offset: source[corner + offset]  # noqa: E731
-    sampled = ((tap(0) * (1 - fx) + tap(1) * fx) * (1 - fy)
-               + (tap(source_width) * (1 - fx) + tap(source_width + 1) * fx) * fy)
+    wx, wy = _cubic_weights(x - ix), _cubic_weights(y - iy)
+    sampled = 0.0
+    for j in range(4):
+        row = (iy + (j - 1)) * source_width + ix
+        across = sum(wx[i][..., None] * source[row + (i - 1)] for i in range(4))
+        sampled = sampled + wy[j][..., None] * across
     blended = photo + mask * (sampled - photo)
     return jnp.clip(jnp.round(blended), 0, 255).astype(jnp.uint8)
 
@@ -187,7 +202,8 @@ class PhotoWarp:
         x0, y0 = np.floor(self._anchors.min(0)).astype(int) - 1
         x1, y1 = np.ceil(self._anchors.max(0)).astype(int) + 2
         self.region = (int(x0), int(y0), int(x1), int(y1))
-        source = reflect_pad(self.photo, self.region)
+        pad = 2  # the bicubic taps' reach beyond the region
+        source = reflect_pad(self.photo, (x0 - pad, y0 - pad, x1 + pad, y1 + pad))
         self._source = jnp.asarray(source.reshape(-1, 3), jnp.float32)
         self.box = (max(0, int(x0)), max(0, int(y0)), min(width, int(x1)), min(height, int(y1)))
         bx0, by0, bx1, by1 = self.box
@@ -207,8 +223,9 @@ class PhotoWarp:
         # What `_warp_region` needs besides the frame's triangles: box positions in the
         # padded region's pixels, the paste mask, the photo under the box.
         self._fixed = dict(field_x=jnp.asarray(self._field_x), field_y=jnp.asarray(self._field_y),
-                           box_x=jnp.arange(bx0 - x0, bx1 - x0, dtype=jnp.float32),
-                           box_y=jnp.arange(by0 - y0, by1 - y0, dtype=jnp.float32), mask=jnp.asarray(mask),
+                           box_x=jnp.arange(bx0 - x0 + pad, bx1 - x0 + pad, dtype=jnp.float32),
+                           box_y=jnp.arange(by0 - y0 + pad, by1 - y0 + pad, dtype=jnp.float32),
+                           mask=jnp.asarray(mask),
                            photo=jnp.asarray(self.photo[by0:by1, bx0:bx1], jnp.float32),
                            box_shape=self._box_shape, source_width=source.shape[1])
         self._feather = float(np.clip(0.008 * self.face_px, 0.4, 3.0))
@@ -229,7 +246,9 @@ class PhotoWarp:
         lids = []
         for eye, brow in zip(_EYES, _BROWS):
             brow_points = p[brow[np.linspace(0, len(brow) - 1, 4).round().astype(int)]]
-            lids.append(_median_colour(self.photo, 0.65 * p[eye[[0, 1, 2, 3]]] + 0.35 * brow_points, radius=1))
+            lid = np.concatenate([(1 - t) * p[eye[[0, 1, 2, 3]]] + t * brow_points for t in (0.3, 0.45)])
+            # The lid's own skin lies in the crease's shadow; a closed lid catches the light.
+            lids.append(0.65 * _median_colour(self.photo, lid, radius=1) + 0.35 * skin)
         # Teeth: near white, tinted a little by the face's own colour balance.
         teeth = 0.82 * 228.0 + 0.18 * skin
         cavity = 0.22 * lips + 0.04 * skin
@@ -261,7 +280,7 @@ class PhotoWarp:
         matrix, offset = _similarity(self.landmarks[_STABLE], points[_STABLE])
         anchors = self._anchors + self._follow * (self._anchors @ matrix.T + offset - self._anchors)
         target = np.concatenate([points, anchors])
-        affines = _affines(self._source_vertices, target, self._triangles)
+        affines, drawn = _affines(self._source_vertices, target, self._triangles)
         closures = []
         for k, eye in enumerate(_EYES):
             closure = float(np.clip(1.0 - _aperture(points, eye) / max(self._photo_apertures[k], 1e-6), 0.0, 1.0))
@@ -270,7 +289,7 @@ class PhotoWarp:
                 open_eye = np.concatenate([self._open_eye(points, k), np.ones((6, 1))], -1)
                 affines[self._eye_triangles[k]] = np.linalg.lstsq(open_eye, self.landmarks[eye], rcond=None)[0]
         table = np.concatenate([[[1.0, 0.0, 0.0, 1.0, 0.0, 0.0]], affines.reshape(len(affines), 6)])
-        region = np.asarray(_warp_region(self._source, jnp.asarray(self._triangle_map(target)),
+        region = np.asarray(_warp_region(self._source, jnp.asarray(self._triangle_map(target, drawn)),
                                          jnp.asarray(table, jnp.float32), **self._fixed))
         bx0, by0, bx1, by1 = self.box
         view = self._canvas[by0:by1, bx0:bx1]
@@ -283,15 +302,15 @@ class PhotoWarp:
                 self._paint_lids(view, points, k, closure)
         return self._canvas
 
-    def _triangle_map(self, target: np.ndarray) -> np.ndarray:
+    def _triangle_map(self, target: np.ndarray, drawn: np.ndarray) -> np.ndarray:
         """int32 `[gh, gw]`: 1 + the number of the target triangle covering each field pixel
         (0 outside the mesh), drawn in the triangles' order so the face wins over anchors."""
         bx0, by0 = self.box[:2]
         ids = Image.new("I", self._field_shape[::-1], 0)
         draw = ImageDraw.Draw(ids)
         corners = (target[self._triangles] - [bx0 - 0.5, by0 - 0.5]) * self._to_field - 0.5
-        for number, triangle in enumerate(corners.tolist(), start=1):
-            draw.polygon([tuple(p) for p in triangle], fill=number, outline=number)
+        for number in np.flatnonzero(drawn):
+            draw.polygon([tuple(p) for p in corners[number].tolist()], fill=int(number) + 1, outline=int(number) + 1)
         return np.asarray(ids)
 
     # ------------------------------------------------------------------ what the photo lacks
@@ -356,16 +375,20 @@ class PhotoWarp:
                 np.concatenate([open_eye[[3, 4, 5, 0]], eye[[5, 4]]])]
         if closure > 0.6:  # what little is left between the lids closes over too
             lids.append(eye)
-        lid = _soft_mask(shape, lids, 0.6 * self._feather) * min(1.0, 1.6 * closure)
+        lid = _soft_mask(shape, lids, 0.6 * self._feather) * min(0.9, 1.5 * closure)
         width = float(np.linalg.norm(eye[3] - eye[0]))
-        lash_width = max(1, int(round(0.07 * width * _SUPERSAMPLE)))
+        lash_width = max(1, int(round(0.05 * width * _SUPERSAMPLE)))
         line = Image.new("L", (shape[1] * _SUPERSAMPLE, shape[0] * _SUPERSAMPLE), 0)
         ImageDraw.Draw(line).line([tuple(p) for p in ((eye[[0, 1, 2, 3]] + 0.5) * _SUPERSAMPLE - 0.5).tolist()],
                                   fill=255, width=lash_width, joint="curve")
-        lash = scipy.ndimage.gaussian_filter(np.asarray(line.reduce(_SUPERSAMPLE), np.float32) / 255.0,
-                                             0.5 * self._feather) * (0.75 * closure)
+        line = np.asarray(line.reduce(_SUPERSAMPLE), np.float32) / 255.0
+        lash = scipy.ndimage.gaussian_filter(line, 0.4 * self._feather) * (0.85 * closure)
+        # The closed lid's curve: a soft shadow above the lashes, the lid lighter above it.
+        shadow = scipy.ndimage.gaussian_filter(line, max(0.12 * width, 0.5))
+        shadow *= 0.3 * closure / max(float(shadow.max()), 1e-6)
         skin = self._colours["lids"][k]
         view = region[y0:y1, x0:x1].astype(np.float32)
         view += lid[..., None] * (skin - view)
-        view += lash[..., None] * (0.3 * skin - view)
+        view *= 1.0 - (lid * shadow)[..., None]
+        view += lash[..., None] * (0.25 * skin - view)
         region[y0:y1, x0:x1] = np.clip(view + 0.5, 0, 255).astype(np.uint8)
