@@ -47,6 +47,13 @@ LOWER_IS_BETTER = {"lmd", "lmd_mouth", "mouth_lag", "sync_distance", "sync_offse
 HEADLINE = {"motion": "mouth_corr", "sync": "sync_offset_acc", "render": "ssim"}
 
 
+# The au task (`t2v.evaluate.au`): speech action units read by an AU judge trained apart.
+EVALUATED_TASKS += ("au",)
+HIGHER_IS_BETTER |= {"au_acc", "au_f1", "au_corr", "proxy_au_acc", "proxy_au_f1", "proxy_au_corr"}
+LOWER_IS_BETTER |= {"au_err", "proxy_au_err"}
+HEADLINE["au"] = "au_corr"
+
+
 def evaluate(workdir: str | Path, config: ml_collections.ConfigDict | None = None, *,
              sync_judge_workdir: str | None = None, max_clips: int | None = None, seed: int = 0,
              report: bool = True) -> dict:
@@ -64,6 +71,10 @@ def evaluate(workdir: str | Path, config: ml_collections.ConfigDict | None = Non
     params = checkpoint.load_params(workdir)
     step = checkpoint.saved_steps(workdir)[-1]
     evaluator = {"motion": motion.evaluate_motion, "sync": sync.evaluate_sync, "render": render.evaluate_render}
+    if config.task == "au":
+        from t2v.evaluate import au as au_evaluation
+
+        evaluator["au"] = au_evaluation.evaluate_au
     result = evaluator[config.task](workdir, config, params, settings, seed)
     traces = result.pop("traces", [])  # curves and frames for the report, kept out of metrics.json
     result = {"step": step, "num_clips": len(result["clips"]), "task": config.task, **result,
