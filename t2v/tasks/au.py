@@ -12,6 +12,7 @@ Training loss, per window (`config.loss`):
   mouth_shape  L1 error of the pose-free mouth
   velocity     L1 error of frame-to-frame differences
   au           L1 between the predicted AUs and the window's labels (`au [T, 9]`), `au_weight`
+               (0 without AU driving)
   au_cls       optional: L1 between a frozen AU classifier's reading of the generated
                keypoints and the labels (`model.au_classifier_workdir`, an `au_cls`
                workdir; never the judge `t2v eval` uses), `au_cls_weight`
@@ -41,6 +42,8 @@ class AUTask(Task):
                                                    m.fusion.to_dict(), bool(m.au_driving),
                                                    dtype=jnp.dtype(config.train.compute_dtype))
         self.weights = jnp.asarray(point_weights(float(config.loss.mouth_weight)))
+        # Without AU driving the AU head would only shape the audio encoder: off, a clean ablation.
+        self.au_weight = float(config.loss.au_weight) if bool(m.au_driving) else 0.0
         self.classifier = None
         if m.get("au_classifier_workdir", ""):
             from t2v.tasks.au_cls import load_classifier  # frozen: its parameters are constants here
@@ -71,7 +74,7 @@ class AUTask(Task):
         velocity = self.weighted_l1(jnp.diff(generated, axis=1), jnp.diff(target, axis=1))
         au_l1 = jnp.mean(jnp.abs(out["au"] - batch["au"]))
         total = (l1 + float(lc.mouth_shape_weight) * mouth_shape + float(lc.velocity_weight) * velocity
-                 + float(lc.au_weight) * au_l1)
+                 + self.au_weight * au_l1)
         metrics = {"l1": l1, "mouth_shape": mouth_shape, "velocity": velocity, "au": au_l1,
                    "lmd": landmark_distance(generated, target).mean()}
         if self.classifier is not None:

@@ -1,0 +1,91 @@
+"""The `au` task with and without AU driving: 3 seeds of configs/au.py:tiny, under an independent AU judge.
+
+    python benchmarks/au_ablation.py [--out runs/au_ablation] [--seeds 3] [--cache-dir DIR]
+
+Trains the loss AU classifier (configs/au.py:cls, seed 0, speakers 0..) and the judge
+(configs/au.py:judge, seed 1, speakers 1000..), then `t2v sweep` over
+`model.au_driving=True,False` x seeds, every run trained against the loss classifier and
+scored by `t2v eval` with the judge on the same pinned held-out clips. Writes
+benchmarks/results/au_ablation.json: per variant the mean, std and per-seed model metrics,
+and per variant the baselines' and ground truth's metrics (mean over the seeds: the energy
+fit and retrieval use each seed's training clips).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+
+RESULT = ROOT / "benchmarks" / "results" / "au_ablation.json"
+HEADLINE_METRICS = ("au_corr", "au_f1", "au_err", "au_acc", "mouth_corr", "lmd_mouth", "au_head_au_err",
+                    "au_head_au_corr", "proxy_au_corr")
+
+
+def train_classifier(variant: str, workdir: Path, overrides: list[str]) -> dict:
+    from t2v import config as config_lib
+    from t2v import train
+
+    final = train.train_and_evaluate(config_lib.load(f"configs/au.py:{variant}", overrides), workdir)
+    return {k: float(v) for k, v in final.items() if k.startswith("eval/")}
+
+
+def others(run_dirs: list[Path]) -> dict:
+    """Mean +- std over runs of each baseline's and the ground truth's metrics (from metrics.json)."""
+    tables: dict[str, dict[str, list[float]]] = {}
+    for run_dir in run_dirs:
+        m = json.loads((run_dir / "eval" / "metrics.json").read_text())
+        for name, scores in {**m["baselines"], "ground_truth": m["ground_truth"]}.items():
+            for key, value in scores.items():
+                tables.setdefault(name, {}).setdefault(key, []).append(float(value))
+    return {name: {k: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0}
+                   for k, v in t.items()} for name, t in tables.items()}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/au_ablation")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--cache-dir", default="")
+    parser.add_argument("overrides", nargs="*", help="extra --config.* overrides for every run")
+    args = parser.parse_args(argv)
+    from t2v import sweep
+
+    out = Path(args.out)
+    data = [f"--config.data.cache_dir={args.cache_dir}"] if args.cache_dir else []
+    started = time.time()
+    classifier, judge = out / "au_cls", out / "au_judge"
+    cls_metrics = train_classifier("cls", classifier, data)
+    judge_metrics = train_classifier("judge", judge, data)
+    overrides = [*data, f"--config.model.au_classifier_workdir={classifier.resolve()}",
+                 f"--config.eval.au_judge_workdir={judge.resolve()}", *args.overrides]
+    summary = sweep.run("configs/au.py:tiny", ["model.au_driving=True,False"], args.seeds, out / "sweep", overrides)
+    variants = {}
+    for name, v in summary["variants"].items():
+        runs = [out / "sweep" / name / f"seed_{s}" for s in summary["seeds"]]
+        variants[name] = {"mean": v["mean"], "std": v["std"], "seeds": v["seeds"], "complete": v["complete"],
+                          "baselines_and_ground_truth": others(runs)}
+    judge_record = json.loads((out / "sweep" / next(iter(summary["variants"])) / "seed_0" / "eval" / "metrics.json")
+                              .read_text())["judges"]
+    result = {"config": "configs/au.py:tiny", "grid": "model.au_driving=True,False", "seeds": summary["seeds"],
+              "overrides": [o for o in overrides if "cache_dir" not in o and "workdir" not in o],
+              "loss_classifier_eval": cls_metrics, "judge_eval": judge_metrics, "judges": judge_record,
+              "variants": variants, "wall_s": round(time.time() - started, 1)}
+    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    RESULT.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    for name, v in variants.items():
+        print(name, {k: f"{v['mean'][k]:.3f} +- {v['std'][k]:.3f}" for k in HEADLINE_METRICS if k in v["mean"]})
+    print(f"wrote {RESULT} ({result['wall_s']} s)")
+
+
+if __name__ == "__main__":
+    main()
