@@ -1,8 +1,14 @@
 """End-to-end generation speed: photo + speech -> mp4, frames per second, whole and per stage.
 
-    python benchmarks/generation_e2e.py                         # 128 and 256 px, fresh weights
-    python benchmarks/generation_e2e.py --sizes 256 --seconds 20
+    python benchmarks/generation_e2e.py                         # both renderers, fresh weights
+    python benchmarks/generation_e2e.py --renderers learned --sizes 256 --seconds 20
+    python benchmarks/generation_e2e.py --renderers photo --face-px 103,256,512
     python benchmarks/generation_e2e.py --checkpoint /tmp/demo   # a trained demo workdir
+
+Renderer "photo" (the default of `t2v generate`) warps the photo's own face at its size in
+the photo: it is timed on the astronaut scaled so that its face is `--face-px` wide (103 px
+in the 512 x 512 original; 256 px in a 1272 x 1272 copy); its cost grows with the face's
+area, not with the learned renderer's size. Renderer "learned" is timed at `--sizes`.
 
 What runs is `t2v generate` itself (`t2v.generate.TalkingHeadGenerator.generate`) on the
 astronaut portrait (512 x 512, scikit-image) and `--seconds` of eSpeak speech, after one
@@ -83,21 +89,37 @@ def render_gflop_per_frame(generator: generate.TalkingHeadGenerator) -> float:
     return float(analysis["flops"]) / 1e9 / batch
 
 
-def measure(generator, photo: Path, speech_file: Path, out: Path, repeats: int) -> dict:
-    generator.generate(photo, speech_file, out, progress=False)  # compiles every program
+ASTRONAUT_FACE_PX = 103  # the astronaut's jaw width in the 512 x 512 original (2 x keypoints.face_size)
+
+
+def scaled_astronaut(folder: Path, face_px: float) -> Path:
+    """The astronaut portrait resized so that its face is about `face_px` wide."""
+    import skimage.data
+
+    image = Image.fromarray(skimage.data.astronaut())
+    side = round(512 * face_px / ASTRONAUT_FACE_PX)
+    path = folder / f"astronaut_{side}.png"
+    (image if side == 512 else image.resize((side, side), Image.LANCZOS)).save(path)
+    return path
+
+
+def measure(generator, photo: Path, speech_file: Path, out: Path, repeats: int, renderer: str = "learned") -> dict:
+    generator.generate(photo, speech_file, out, progress=False, renderer=renderer)  # compiles every program
     runs = []
     for seed in range(repeats):
         load = os.getloadavg()[0]
         start = time.perf_counter()
-        report = generator.generate(photo, speech_file, out, seed=seed, progress=False)
+        report = generator.generate(photo, speech_file, out, seed=seed, progress=False, renderer=renderer)
         runs.append((time.perf_counter() - start, report, load))
     wall, report, load = min(runs, key=lambda run: run[0])  # the least disturbed run
     frames = report.frames
     return {
-        "render_size": report.render_size, "photo_size": list(report.photo_size), "frames": frames,
+        "renderer": renderer, "render_size": report.render_size, "photo_size": list(report.photo_size),
+        "frames": frames,
         "audio_seconds": report.audio_seconds, "render_batch": generator.render_batch,
         "end_to_end_fps": frames / wall, "end_to_end_x_realtime": report.audio_seconds / wall,
-        "stage_fps": {stage: frames / report.stage_seconds[stage] for stage in STAGES},
+        "stage_fps": {stage: frames / report.stage_seconds[stage] if report.stage_seconds[stage] else None
+                      for stage in STAGES},  # None: no time in that stage (the photo path pastes as it warps)
         "stage_ms_per_frame": {stage: 1000 * report.stage_seconds[stage] / frames for stage in STAGES},
         "load_average_1min": load,
     }
@@ -105,7 +127,9 @@ def measure(generator, photo: Path, speech_file: Path, out: Path, repeats: int) 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="128,256")
+    parser.add_argument("--sizes", default="128,256", help="renderer 'learned': its crop sizes")
+    parser.add_argument("--renderers", default="photo,learned")
+    parser.add_argument("--face-px", default="103,256", help="renderer 'photo': face widths in the photo")
     parser.add_argument("--checkpoint", default="", help="a trained demo workdir to time instead of fresh weights")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--repeats", type=int, default=3)
@@ -114,26 +138,32 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     rows = []
+    renderers = args.renderers.split(",")
     with tempfile.TemporaryDirectory(prefix="t2v-generation-e2e-") as scratch:
         scratch = Path(scratch)
-        photo, speech_file = scratch / "astronaut.png", scratch / "speech.wav"
-        import skimage.data
-
-        Image.fromarray(skimage.data.astronaut()).save(photo)
+        speech_file = scratch / "speech.wav"
         soundfile.write(speech_file, speech.long_speech(args.seconds), audio.SAMPLE_RATE)
-        checkpoints = ([Path(args.checkpoint)] if args.checkpoint else
-                       [fresh_checkpoint(scratch / f"checkpoint_{size}", int(size)) for size in args.sizes.split(",")])
-        for checkpoint in checkpoints:
+        runs = []  # (checkpoint, renderer, photo)
+        if "learned" in renderers:
+            checkpoints = ([Path(args.checkpoint)] if args.checkpoint else
+                           [fresh_checkpoint(scratch / f"checkpoint_{size}", int(size)) for size in args.sizes.split(",")])
+            runs += [(checkpoint, "learned", scaled_astronaut(scratch, ASTRONAUT_FACE_PX)) for checkpoint in checkpoints]
+        if "photo" in renderers:  # the learned renderer's size does not matter here: the smallest
+            checkpoint = Path(args.checkpoint) if args.checkpoint else fresh_checkpoint(scratch / "checkpoint_64", 64)
+            runs += [(checkpoint, "photo", scaled_astronaut(scratch, float(px))) for px in args.face_px.split(",")]
+        for checkpoint, renderer, photo in runs:
             generator = generate.TalkingHeadGenerator.from_checkpoint(checkpoint, args.render_batch)
-            row = measure(generator, photo, speech_file, scratch / "out.mp4", args.repeats)
-            row["render_gflop_per_frame"] = render_gflop_per_frame(generator)
+            row = measure(generator, photo, speech_file, scratch / "out.mp4", args.repeats, renderer)
+            if renderer == "learned":
+                row["render_gflop_per_frame"] = render_gflop_per_frame(generator)
             row["models"] = str(checkpoint) if args.checkpoint else "configs/motion.py:base + configs/render.py:base"
             rows.append(row)
-            stages = "  ".join(f"{stage} {fps:.0f}" for stage, fps in row["stage_fps"].items())
-            print(f"{row['render_size']:>4} px  end to end {row['end_to_end_fps']:.1f} fps "
+            stages = "  ".join(f"{stage} {fps:.0f}" for stage, fps in row["stage_fps"].items() if fps)
+            size = (f"photo, {row['render_size']} px face in {row['photo_size'][0]} px" if renderer == "photo"
+                    else f"learned {row['render_size']} px")
+            print(f"{size}:  end to end {row['end_to_end_fps']:.1f} fps "
                   f"({row['end_to_end_x_realtime']:.2f}x real time)  per stage fps: {stages}  "
-                  f"renderer {row['render_gflop_per_frame']:.2f} GFLOP/frame  (load {row['load_average_1min']:.1f})",
-                  flush=True)
+                  f"(load {row['load_average_1min']:.1f})", flush=True)
 
     write_record("generation_e2e", rows, args.out)
     return 0

@@ -288,6 +288,11 @@ class PhotoWarp:
             if closure > 0.02:  # the eye is not squashed by a blink: the lids come down over it
                 open_eye = np.concatenate([self._open_eye(points, k), np.ones((6, 1))], -1)
                 affines[self._eye_triangles[k]] = np.linalg.lstsq(open_eye, self.landmarks[eye], rcond=None)[0]
+        if _mouth_gap(points) > self._photo_gap:
+            # Wider than the photo: what the photo shows between its lips (the upper teeth)
+            # moves with the upper lip, the jaw opens below it (painted, `_paint_mouth`).
+            upper_matrix, upper_offset = _similarity(points[60:65], self.landmarks[60:65])
+            affines[self._mouth_triangles] = np.vstack([upper_matrix.T, upper_offset])
         table = np.concatenate([[[1.0, 0.0, 0.0, 1.0, 0.0, 0.0]], affines.reshape(len(affines), 6)])
         region = np.asarray(_warp_region(self._source, jnp.asarray(self._triangle_map(target, drawn)),
                                          jnp.asarray(table, jnp.float32), **self._fixed))
@@ -324,9 +329,11 @@ class PhotoWarp:
         return (int(x0), int(y0), int(x1), int(y1)) if x0 < x1 and y0 < y1 else None
 
     def _paint_mouth(self, region: np.ndarray, points: np.ndarray, down: np.ndarray) -> None:
-        """A mouth cavity with teeth where the lips part further than in the photo."""
+        """Where the lips part further than in the photo: below the photo's own gap (which
+        moves with the upper lip), a mouth cavity, upper teeth where the photo showed none,
+        and a dimmer row of lower teeth."""
         interocular = _interocular(points)
-        strength = float(np.clip((_mouth_gap(points) - self._photo_gap - 0.005) / 0.035, 0.0, 1.0))
+        strength = float(np.clip((_mouth_gap(points) - self._photo_gap - 0.005) / 0.03, 0.0, 1.0))
         lip = points[_INNER_LIP]
         patch = self._patch(lip, 3 + 2 * self._feather)
         if strength <= 0 or patch is None:
@@ -337,16 +344,17 @@ class PhotoWarp:
         gap = max(float(((local[[7, 6, 5]] - local[[1, 2, 3]]) @ down).mean()), 0.0)
         width = float(np.linalg.norm(local[4] - local[0]))
         mouth = _soft_mask(shape, [local], 0.5 * self._feather)
-        # Teeth: a band under the upper lip, stopping short of the corners, showing more as
-        # the mouth opens; a thinner, dimmer band over the lower lip.
+        band = lambda curve, start, end: [np.concatenate([curve + down * start, (curve + down * end)[::-1]])]  # noqa: E731
+        # Teeth stop short of the corners, where the lips close over them.
         upper = np.stack([0.5 * (local[0] + local[1]), local[1], local[2], local[3], 0.5 * (local[3] + local[4])])
         lower = np.stack([0.5 * (local[4] + local[5]), local[5], local[6], local[7], 0.5 * (local[7] + local[0])])
+        kept = max(self._photo_gap, 0.0) * interocular  # the photo's own interior, in this frame's pixels
+        photo_band = _soft_mask(shape, band(local[[0, 1, 2, 3, 4]], -1.0, kept), 0.5 * self._feather) if kept > 0.5 \
+            else np.zeros(shape, np.float32)
         upper_band = min(0.4 * gap, 0.09 * width)
-        lower_band = min(0.18 * gap, 0.04 * width)
-        upper_teeth = _soft_mask(shape, [np.concatenate([upper, (upper + down * upper_band)[::-1]])],
-                                 0.4 * self._feather)
-        lower_teeth = _soft_mask(shape, [np.concatenate([lower, (lower - down * lower_band)[::-1]])],
-                                 0.4 * self._feather)
+        upper_teeth = (_soft_mask(shape, band(upper, kept, upper_band), 0.4 * self._feather) if upper_band > kept
+                       else np.zeros(shape, np.float32))
+        lower_teeth = _soft_mask(shape, band(lower, 0.0, -min(0.18 * gap, 0.04 * width)), 0.4 * self._feather)
         visible = float(np.clip(gap / (0.12 * interocular + 1e-6), 0.0, 1.0))
         teeth = np.clip(0.9 * visible * upper_teeth + 0.55 * visible * lower_teeth, 0, 1)[..., None]
         # Darker towards the corners, where less light reaches.
@@ -355,7 +363,7 @@ class PhotoWarp:
         light = np.clip(1.0 - 0.45 * side**2, 0.35, 1.0)
         colours = self._colours
         painted = (colours["cavity"] * (1 - teeth) + colours["teeth"] * teeth) * light
-        alpha = strength * mouth[..., None]
+        alpha = strength * (mouth * (1 - photo_band))[..., None]
         view = region[y0:y1, x0:x1].astype(np.float32)
         view += alpha * (painted - view)
         region[y0:y1, x0:x1] = np.clip(view + 0.5, 0, 255).astype(np.uint8)
