@@ -19,7 +19,6 @@ log = logging.getLogger(__name__)
 TRACK_DETECT_MAX_SIDE = 640  # --pose-from video frames are searched for faces at most this large
 DETECT_EVERY = 5  # run the detector on every 5th frame, track the box in between
 _STABLE = np.asarray(keypoints.STABLE)
-_SILENCE_LOG_MEL = float(np.log(audio.LOG_FLOOR))
 
 
 def track_landmarks(detector, frames: Iterable[np.ndarray], name: str,
@@ -92,7 +91,7 @@ def source_motion(detector, path: str | os.PathLike, frames: int, crop: FaceCrop
     except audio.AudioError as error:
         log.info("%s: using silence as the motion source's audio (%s)", name, error)
         mel = np.zeros((0, audio.N_MELS), np.float32)
-    per_frame = np.full((length, audio.MELS_PER_FRAME, audio.N_MELS), _SILENCE_LOG_MEL, np.float32)
+    per_frame = np.full((length, audio.MELS_PER_FRAME, audio.N_MELS), audio.SILENCE_LOG_MEL, np.float32)
     usable = min(length, len(mel) // audio.MELS_PER_FRAME)
     per_frame[:usable] = mel[: usable * audio.MELS_PER_FRAME].reshape(usable, audio.MELS_PER_FRAME, audio.N_MELS)
     order = ping_pong(frames, length)
