@@ -19,8 +19,10 @@ clips, not windows. The references are always taken as inference takes them: a p
 of each clip (`data.reference = "detected"`), whatever the model trained with. Metrics are
 defined once, in `t2v.evaluate.metrics`; per task:
   motion  `t2v.evaluate.motion`: lips, head pose, blinks, identity, judged sync
+  a2k, pose_lstm  `t2v.evaluate.keypoint_tasks`: the same, without a motion-controllable mode
   sync    `t2v.evaluate.sync`: offset search on the true mouth vs an audio-energy detector
   render  `t2v.evaluate.render`: PSNR, SSIM, L1, mouth L1 vs copying the reference frame
+  emotion `t2v.evaluate.emotion`: target emotion by an independent judge; lips, face, pose kept
 """
 
 from __future__ import annotations
@@ -39,12 +41,13 @@ from t2v.evaluate.metrics import average, best_lag, mouth_metrics, pearson, pose
 
 log = logging.getLogger(__name__)
 
-EVALUATED_TASKS = ("motion", "sync", "render")
+EVALUATED_TASKS = ("motion", "sync", "render", "a2k", "pose_lstm", "emotion")
 HIGHER_IS_BETTER = {"mouth_corr", "mouth_corr_unseen_language", "sync_offset_acc", "sync_confidence", "sync_auc",
-                    "pose_follow", "psnr", "ssim"}
+                    "pose_follow", "psnr", "ssim", "target_acc"}
 LOWER_IS_BETTER = {"lmd", "lmd_mouth", "mouth_lag", "sync_distance", "sync_offset_err", "identity_err", "l1",
-                   "mouth_l1"}
-HEADLINE = {"motion": "mouth_corr", "sync": "sync_offset_acc", "render": "ssim"}
+                   "mouth_l1", "lmd_face", "pose_err"}
+HEADLINE = {"motion": "mouth_corr", "sync": "sync_offset_acc", "render": "ssim", "a2k": "mouth_corr",
+            "pose_lstm": "mouth_corr", "emotion": "target_acc"}
 
 
 # The au task (`t2v.evaluate.au`): speech action units read by an AU judge trained apart.
@@ -60,7 +63,7 @@ def evaluate(workdir: str | Path, config: ml_collections.ConfigDict | None = Non
     """Evaluates the workdir's model (its latest EMA parameters) and writes `eval/metrics.json`
     (and `eval/report.html` with `report`); returns the same dict. `config` defaults to the
     workdir's; `sync_judge_workdir` overrides `config.eval.sync_judge_workdir`."""
-    from t2v.evaluate import motion, render, sync
+    from t2v.evaluate import emotion, keypoint_tasks, motion, render, sync
 
     workdir = checkpoint.workdir_path(workdir)  # gs:// too
     config = checkpoint.read_config(workdir) if config is None else config
@@ -70,7 +73,9 @@ def evaluate(workdir: str | Path, config: ml_collections.ConfigDict | None = Non
         raise InputError(f"{workdir / 'config.json'}: t2v eval knows the tasks {EVALUATED_TASKS}, not {config.task!r}")
     params = checkpoint.load_params(workdir)
     step = checkpoint.saved_steps(workdir)[-1]
-    evaluator = {"motion": motion.evaluate_motion, "sync": sync.evaluate_sync, "render": render.evaluate_render}
+    evaluator = {"motion": motion.evaluate_motion, "sync": sync.evaluate_sync, "render": render.evaluate_render,
+                 "a2k": keypoint_tasks.evaluate_keypoint_task, "pose_lstm": keypoint_tasks.evaluate_keypoint_task,
+                 "emotion": emotion.evaluate_emotion}
     if config.task == "au":
         from t2v.evaluate import au as au_evaluation
 
