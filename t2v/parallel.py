@@ -23,6 +23,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from t2v.errors import InputError
+
 MESH_AXES = ("data", "fsdp", "tensor")
 # The batch's leading axis is split over every axis that holds a different slice of data.
 BATCH_AXES = ("data", "fsdp")
@@ -44,7 +46,7 @@ def initialize_distributed() -> bool:
             num_processes = int(os.environ["T2V_NUM_PROCESSES"])
             process_id = int(os.environ["T2V_PROCESS_ID"])
         except (KeyError, ValueError) as e:
-            raise ValueError(
+            raise InputError(
                 f"T2V_COORDINATOR={coordinator} needs integer T2V_NUM_PROCESSES and T2V_PROCESS_ID ({e})"
             ) from None
         jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id)
@@ -64,21 +66,21 @@ def make_mesh(mesh_config: Mapping[str, int], devices: Sequence[jax.Device] | No
     devices = list(jax.devices() if devices is None else devices)
     unknown = set(mesh_config) - set(MESH_AXES)
     if unknown:
-        raise ValueError(f"mesh config: unknown axes {sorted(unknown)}; the axes are {MESH_AXES}")
+        raise InputError(f"mesh config: unknown axes {sorted(unknown)}; the axes are {MESH_AXES}")
     sizes = [int(mesh_config.get(axis, 1)) for axis in MESH_AXES]
     if sizes.count(-1) > 1:
-        raise ValueError(f"mesh config {dict(mesh_config)}: at most one axis may be -1")
+        raise InputError(f"mesh config {dict(mesh_config)}: at most one axis may be -1")
     if any(s == 0 or s < -1 for s in sizes):
-        raise ValueError(f"mesh config {dict(mesh_config)}: sizes must be positive or -1")
+        raise InputError(f"mesh config {dict(mesh_config)}: sizes must be positive or -1")
     fixed = math.prod(s for s in sizes if s != -1)
     if len(devices) % fixed:
-        raise ValueError(
+        raise InputError(
             f"mesh config {dict(mesh_config)}: axis sizes multiply to {fixed}, "
             f"which does not divide the {len(devices)} devices"
         )
     sizes = [len(devices) // fixed if s == -1 else s for s in sizes]
     if math.prod(sizes) != len(devices):
-        raise ValueError(
+        raise InputError(
             f"mesh config {dict(mesh_config)}: {dict(zip(MESH_AXES, sizes))} uses "
             f"{math.prod(sizes)} devices, but there are {len(devices)}"
         )

@@ -18,6 +18,8 @@ from typing import Any, Callable, Iterator
 import jax
 import ml_collections
 
+from t2v.errors import InputError
+
 Batch = dict[str, Any]  # name -> array, leading axis = batch
 Metrics = dict[str, jax.Array]
 
@@ -40,7 +42,7 @@ def get_task(config: ml_collections.ConfigDict) -> "Task":
         try:
             importlib.import_module(f"t2v.tasks.{config.task}")
         except ModuleNotFoundError as e:
-            raise ValueError(f"unknown task {config.task!r}: no module t2v.tasks.{config.task}") from e
+            raise InputError(f"unknown task {config.task!r}: no module t2v.tasks.{config.task}") from e
     return _REGISTRY[config.task](config)
 
 
