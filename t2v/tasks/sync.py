@@ -38,6 +38,7 @@ from PIL import Image, ImageDraw
 
 from t2v.audio import MELS_PER_FRAME
 from t2v.data import pipeline
+from t2v.errors import InputError
 from t2v.models.sync_expert import SyncExpert
 from t2v.tasks import Task, register
 
@@ -76,9 +77,9 @@ class SyncTask(Task):
         self.window = int(config.model.sync.window)
         self.max_shift = int(config.data.max_shift)
         if int(config.data.window) != self.window:
-            raise ValueError(f"sync: data.window={config.data.window} must equal model.sync.window={self.window}")
+            raise InputError(f"sync: data.window={config.data.window} must equal model.sync.window={self.window}")
         if self.max_shift < MIN_NEGATIVE_SHIFT:
-            raise ValueError(f"sync: data.max_shift={self.max_shift} leaves no shifted negatives (needs >= {MIN_NEGATIVE_SHIFT})")
+            raise InputError(f"sync: data.max_shift={self.max_shift} leaves no shifted negatives (needs >= {MIN_NEGATIVE_SHIFT})")
 
     def dataset(self, split, *, seed, process_index, process_count):
         return pipeline.window_batches(self.config, split, seed=seed, process_index=process_index,
@@ -270,5 +271,5 @@ def load_expert(workdir: str | Path) -> FrozenExpert:
 
     config = checkpoint.read_config(workdir)
     if config.task != "sync":
-        raise ValueError(f"{Path(workdir) / 'config.json'}: task {config.task!r}, expected a 'sync' workdir")
+        raise InputError(f"{Path(workdir) / 'config.json'}: task {config.task!r}, expected a 'sync' workdir")
     return FrozenExpert(SyncTask(config), checkpoint.load_params(workdir), str(workdir))
