@@ -16,7 +16,8 @@ one mesh restores onto another. Nothing is pickled.
 
 Outside training (evaluation, generation, export, a frozen expert), a workdir is read with
 `read_config(workdir)` and `load_params(workdir)`: the (EMA) parameters of its latest
-checkpoint, on one device, whatever mesh wrote them.
+checkpoint, on one device, whatever mesh wrote them; `load_checked_params` also checks them
+against the model a config builds. A workdir that lacks what is asked is `InputError`.
 """
 
 from __future__ import annotations
@@ -37,8 +38,14 @@ from etils import epath
 
 import t2v
 from t2v import config as config_lib
+from t2v.errors import InputError
 
 CHECKPOINTS, STATE, DATA, META = "checkpoints", "state", "data", "meta"
+
+
+class MissingInWorkdir(InputError, FileNotFoundError):
+    """A workdir (or a file t2v needs in it) that is not there: bad input, and still a
+    FileNotFoundError for callers that fall back on a missing workdir."""
 
 
 def workdir_path(path: str | os.PathLike) -> epath.Path:
@@ -92,7 +99,7 @@ class IteratorStateHandler(ocp.CheckpointHandler):
         file = self._file(directory)
         if not file.exists():
             saved = sorted(p.name for p in directory.iterdir())
-            raise ValueError(
+            raise InputError(
                 f"{file}: no iterator state for this process; the checkpoint was written by {saved} "
                 "(resume with the same number of processes)"
             )
@@ -137,9 +144,9 @@ class Checkpointer:
         async_save: bool = True,
     ):
         if keep < 1:
-            raise ValueError(f"train.keep={keep}: keep at least one checkpoint")
+            raise InputError(f"train.keep={keep}: keep at least one checkpoint")
         if best_mode not in ("min", "max"):
-            raise ValueError(f"train.best_mode={best_mode!r}: expected 'min' or 'max'")
+            raise InputError(f"train.best_mode={best_mode!r}: expected 'min' or 'max'")
         self.directory = workdir_path(workdir) / CHECKPOINTS
         self.best_metric = best_metric
         policy = ocp.checkpoint_managers.LatestN(n=keep)
@@ -197,7 +204,7 @@ class Checkpointer:
         if metrics is not None:
             metrics = {k: float(v) for k, v in metrics.items()}
             if self.best_metric and self.best_metric not in metrics:
-                raise KeyError(
+                raise InputError(
                     f"train.best_metric={self.best_metric!r} is not among the eval metrics {sorted(metrics)}"
                 )
         return self.manager.save(
@@ -256,7 +263,7 @@ def read_config(workdir: str | Path) -> ml_collections.ConfigDict:
     """The config a workdir was trained with (its config.json)."""
     path = workdir_path(workdir) / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file (is {workdir} a t2v workdir?)")
+        raise MissingInWorkdir(f"{path}: no such file (is {workdir} a t2v workdir?)")
     return ml_collections.ConfigDict(json.loads(path.read_text())["config"])
 
 
@@ -272,11 +279,11 @@ def load_params(workdir: str | Path, step: int | None = None, ema: bool = True) 
     root = workdir_path(workdir) / CHECKPOINTS
     steps = saved_steps(workdir)
     if not steps:
-        raise FileNotFoundError(f"{root}: no checkpoints")
+        raise MissingInWorkdir(f"{root}: no checkpoints")
     if step is None:
         step = steps[-1]
     elif step not in steps:
-        raise FileNotFoundError(f"{root}: no checkpoint for step {step} (have {steps})")
+        raise MissingInWorkdir(f"{root}: no checkpoint for step {step} (have {steps})")
     path = root / str(step) / STATE
     checkpointer = ocp.StandardCheckpointer()
     tree = checkpointer.metadata(path).item_metadata.tree
@@ -288,7 +295,7 @@ def load_params(workdir: str | Path, step: int | None = None, ema: bool = True) 
 
 def checked_params(workdir: str | Path, params: Any, expected: Any) -> Any:
     """`params` if their tree and shapes are `expected`'s (a tree of arrays or
-    ShapeDtypeStructs), else a one-line error: the checkpoint is not the config's model."""
+    ShapeDtypeStructs), else InputError: the checkpoint is not the config's model."""
     got = {jax.tree_util.keystr(k): tuple(v.shape) for k, v in jax.tree_util.tree_leaves_with_path(params)}
     want = {jax.tree_util.keystr(k): tuple(v.shape) for k, v in jax.tree_util.tree_leaves_with_path(expected)}
     if got != want:
@@ -296,15 +303,26 @@ def checked_params(workdir: str | Path, params: Any, expected: Any) -> Any:
         shapes = sorted(k for k in set(want) & set(got) if want[k] != got[k])
         detail = (f"missing {missing[0]}" if missing else f"unexpected {extra[0]}" if extra
                   else f"{shapes[0]} is {got[shapes[0]]}, config.json says {want[shapes[0]]}")
-        raise ValueError(f"{workdir}: the checkpoint does not match config.json's model ({detail})")
+        raise InputError(f"{workdir}: the checkpoint does not match config.json's model ({detail})")
     return params
+
+
+def load_checked_params(workdir: str | Path, expected: Any, part: str | None = None) -> Any:
+    """The latest EMA parameters of `workdir` (its `part` subtree when given), checked against
+    the tree and shapes `expected`; a missing or mismatched checkpoint is InputError."""
+    params = load_params(workdir)
+    if part is not None:
+        if not isinstance(params, Mapping) or part not in params:
+            raise InputError(f"{workdir}: the checkpoint holds no {part} parameters")
+        params = params[part]
+    return checked_params(workdir, params, expected)
 
 
 def task_workdirs(checkpoint_dir: str | Path) -> dict[str, epath.Path]:
     """{task: workdir} of a one-task workdir, or of a demo workdir's task subfolders."""
     root = workdir_path(checkpoint_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: no such directory")
+        raise MissingInWorkdir(f"{root}: no such directory")
     if (root / "checkpoints").is_dir():  # one task's workdir
         return {read_config(root).task: root}
     found = {}
@@ -313,6 +331,6 @@ def task_workdirs(checkpoint_dir: str | Path) -> dict[str, epath.Path]:
         if task:
             found[task] = sub
     if not found:
-        raise FileNotFoundError(f"{root}: neither a task workdir (config.json and checkpoints/) nor a folder "
+        raise MissingInWorkdir(f"{root}: neither a task workdir (config.json and checkpoints/) nor a folder "
                                 f"of task workdirs")
     return found

@@ -10,6 +10,7 @@ import pytest
 import toy_task
 from t2v import checkpoint as checkpoint_lib
 from t2v import parallel
+from t2v.errors import InputError
 
 
 def sharded_state(mesh):
@@ -59,7 +60,7 @@ def test_keeps_the_latest_n_and_the_best_even_when_it_is_old(tmp_path):
     assert not checkpointer.save(6, state, {"i": 6}, config)  # already there: nothing to do
     checkpointer.close()
 
-    with pytest.raises(KeyError, match="best_metric='eval/loss' is not among"):
+    with pytest.raises(InputError, match="best_metric='eval/loss' is not among"):
         checkpoint_lib.Checkpointer(tmp_path / "other", keep=1, best_metric="eval/loss").save(
             1, state, {}, config, metrics={"eval/mae": 1.0}
         )
@@ -98,13 +99,28 @@ def test_a_finished_workdir_gives_its_config_and_latest_ema_params_on_one_device
         np.testing.assert_array_equal(np.asarray(got_ema), 2 * np.asarray(want))
         np.testing.assert_array_equal(np.asarray(got_raw), np.asarray(want))
         assert len(got_ema.sharding.device_set) == 1
-    with pytest.raises(FileNotFoundError, match=r"no checkpoint for step 4 \(have \[3, 5\]\)"):
+    with pytest.raises(InputError, match=r"no checkpoint for step 4 \(have \[3, 5\]\)"):
         checkpoint_lib.load_params(tmp_path, step=4)
+
+    # One home for "the checkpoint is the config's model": generation and export both use it.
+    assert jax.tree.structure(checkpoint_lib.load_checked_params(tmp_path, state["params"])) == \
+        jax.tree.structure(state["params"])
+    with pytest.raises(InputError, match="holds no renderer parameters"):
+        checkpoint_lib.load_checked_params(tmp_path, state["params"], part="renderer")
+    wrong = jax.tree.map(lambda x: jax.ShapeDtypeStruct((*x.shape, 2), x.dtype), state["params"])
+    with pytest.raises(InputError, match=r"does not match config.json's model \(.* is \("):
+        checkpoint_lib.load_checked_params(tmp_path, wrong)
 
 
 def test_a_workdir_without_config_or_checkpoints_is_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="config.json: no such file"):
+    # Bad input (one line at the CLI), and still a FileNotFoundError for callers that fall back.
+    with pytest.raises(InputError, match="config.json: no such file") as error:
         checkpoint_lib.read_config(tmp_path / "nothing")
+    assert isinstance(error.value, FileNotFoundError)
+    with pytest.raises(InputError, match="no such directory"):
+        checkpoint_lib.task_workdirs(tmp_path / "nothing")
+    with pytest.raises(InputError, match="keep at least one"):
+        checkpoint_lib.Checkpointer(tmp_path / "c", keep=0)
     (tmp_path / "checkpoints").mkdir()
-    with pytest.raises(FileNotFoundError, match="checkpoints: no checkpoints"):
+    with pytest.raises(InputError, match="checkpoints: no checkpoints"):
         checkpoint_lib.load_params(tmp_path)

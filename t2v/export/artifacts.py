@@ -71,13 +71,6 @@ def _checked_options(out_dir: Path, platforms: Sequence[str], external_data_thre
         raise InputError(f"{out_dir}: exists and is not a directory")
 
 
-def _task_workdirs(checkpoint_dir: Path) -> dict[str, Path]:
-    try:
-        return checkpoint.task_workdirs(checkpoint_dir)
-    except FileNotFoundError as error:  # checkpoint.py's one-line messages
-        raise InputError(str(error)) from error
-
-
 def export(checkpoint_dir: str | Path, out_dir: str | Path, *, onnx: bool = True,
            platforms: Sequence[str] = SERVING_PLATFORMS,
            external_data_threshold: int = EXTERNAL_DATA_THRESHOLD) -> dict:
@@ -96,7 +89,7 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, *, onnx: bool = True
     checkpoint_dir, out_dir = checkpoint.workdir_path(checkpoint_dir), Path(out_dir)
     platforms = tuple(platforms)
     _checked_options(out_dir, platforms, external_data_threshold)
-    workdirs = _task_workdirs(checkpoint_dir)
+    workdirs = checkpoint.task_workdirs(checkpoint_dir)
     single = len(workdirs) == 1 and checkpoint_dir in workdirs.values()
     manifest: dict[str, Any] = {"t2v_version": t2v.__version__, "jax_version": jax.__version__,
                                 "onnx_opset": ONNX_OPSET if onnx else None, "tasks": {}, "skipped": {}}
@@ -107,10 +100,7 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, *, onnx: bool = True
             manifest["skipped"][task] = "nothing to serve"
             continue
         config = checkpoint.read_config(workdir)
-        try:
-            params = checkpoint.load_params(workdir)
-        except FileNotFoundError as error:
-            raise InputError(str(error)) from error
+        params = checkpoint.load_params(workdir)
         functions = serving_functions(config, params, workdir)
         log.info("exporting %s from %s", task, workdir)
         entry = {"workdir": str(checkpoint.workdir_path(workdir)), "config": config.to_dict(),

@@ -124,12 +124,7 @@ def to_stablehlo(function: ServingFunction, platforms: Sequence[str] = SERVING_P
     return jax_export.export(jax.jit(function.fn), platforms=tuple(platforms))(*function.inputs)
 
 
-def _checked_params(workdir: Path, params: Any, expected: Any) -> Any:
-    """`params` in float32 if they are `expected`'s tree and shapes, else InputError."""
-    try:
-        params = checkpoint.checked_params(workdir, params, expected)
-    except ValueError as error:  # checkpoint.py's one-line mismatch message
-        raise error if isinstance(error, InputError) else InputError(str(error)) from error
+def _float32(params: Any) -> Any:
     return jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), params)
 
 
@@ -151,7 +146,7 @@ def serving_functions(config: ml_collections.ConfigDict, params: Any,
             {"params": jax.random.PRNGKey(0), "latent": jax.random.PRNGKey(0)},
             jnp.zeros((1, 4 * frames, model.audio_encoder.n_mels)), jnp.zeros((1, kp.NUM_POINTS, 2)),
             jnp.zeros((1, frames, kp.NUM_POINTS, 2)))["params"]))
-        return motion_serving(model, _checked_params(workdir, params, shapes))
+        return motion_serving(model, _float32(checkpoint.checked_params(workdir, params, shapes)))
     if config.task == "render":
         from t2v.tasks.render import build_renderer
 
@@ -163,5 +158,5 @@ def serving_functions(config: ml_collections.ConfigDict, params: Any,
         renderer_params = params.get("renderer") if isinstance(params, dict) else None
         if renderer_params is None:
             raise InputError(f"{workdir}: the checkpoint has no 'renderer' parameters")
-        return render_serving(renderer, _checked_params(workdir, renderer_params, shapes))
+        return render_serving(renderer, _float32(checkpoint.checked_params(workdir, renderer_params, shapes)))
     raise nothing_to_serve(workdir, config.task)

@@ -28,24 +28,6 @@ from t2v.errors import InputError
 from t2v.tasks.render import renderer_spec
 
 
-def load_checked(workdir: str | Path, expected: Any, part: str | None = None) -> Any:
-    """The latest EMA parameters of a workdir (its `part` subtree), checked against the
-    shapes `expected`; a missing or mismatched checkpoint is bad input."""
-    from t2v import checkpoint
-
-    try:
-        saved = checkpoint.load_params(workdir)
-        if part is not None:
-            if part not in saved:
-                raise InputError(f"{workdir}: the checkpoint holds no {part} parameters")
-            saved = saved[part]
-        return checkpoint.checked_params(workdir, saved, expected)
-    except (FileNotFoundError, ValueError) as error:  # checkpoint.py's own one-line messages
-        if isinstance(error, InputError):
-            raise
-        raise InputError(str(error)) from error
-
-
 def read_task_config(workdir: str | Path, task: str) -> ml_collections.ConfigDict:
     """A workdir's config.json, which must be of `task`."""
     from t2v import checkpoint
@@ -70,6 +52,7 @@ class KeypointGenerator:
     @classmethod
     def from_workdir(cls, workdir: str | Path, chunk_frames: int | None = None) -> "KeypointGenerator":
         """The motion model of a workdir (latest checkpoint, EMA parameters)."""
+        from t2v import checkpoint
         from t2v.tasks import get_task
 
         config = read_task_config(workdir, "motion")
@@ -82,7 +65,7 @@ class KeypointGenerator:
                    "reference": jax.ShapeDtypeStruct((1, keypoints.NUM_POINTS, 2), jnp.float32),
                    "keypoints": jax.ShapeDtypeStruct((1, frames, keypoints.NUM_POINTS, 2), jnp.float32)}
         expected = jax.eval_shape(lambda batch: nn.meta.unbox(task.init(jax.random.PRNGKey(0), batch)), example)
-        params = load_checked(workdir, expected)
+        params = checkpoint.load_checked_params(workdir, expected)
         chunk = int(config.sample.get("chunk_frames", 256)) if chunk_frames is None else chunk_frames
         return cls(task, params, chunk)
 
@@ -167,6 +150,7 @@ class FaceRenderer:
     @classmethod
     def from_workdir(cls, workdir: str | Path) -> "FaceRenderer":
         """The renderer of a `render` workdir (latest checkpoint, EMA parameters)."""
+        from t2v import checkpoint
         from t2v.models.renderer import KeypointRenderer
 
         config = read_task_config(workdir, "render")
@@ -176,7 +160,7 @@ class FaceRenderer:
         points = jax.ShapeDtypeStruct((1, keypoints.NUM_POINTS, 2), jnp.float32)
         model = KeypointRenderer(spec)
         expected = jax.eval_shape(lambda i, p: nn.meta.unbox(model.init(jax.random.PRNGKey(0), i, p, p)), image, points)
-        return cls(spec, load_checked(workdir, expected["params"], part="renderer"))
+        return cls(spec, checkpoint.load_checked_params(workdir, expected["params"], part="renderer"))
 
     @property
     def size(self) -> int:
