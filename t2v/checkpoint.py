@@ -38,14 +38,9 @@ from etils import epath
 
 import t2v
 from t2v import config as config_lib
-from t2v.errors import InputError
+from t2v.errors import InputError, MissingInput
 
 CHECKPOINTS, STATE, DATA, META = "checkpoints", "state", "data", "meta"
-
-
-class MissingInWorkdir(InputError, FileNotFoundError):
-    """A workdir (or a file t2v needs in it) that is not there: bad input, and still a
-    FileNotFoundError for callers that fall back on a missing workdir."""
 
 
 def workdir_path(path: str | os.PathLike) -> epath.Path:
@@ -263,7 +258,7 @@ def read_config(workdir: str | Path) -> ml_collections.ConfigDict:
     """The config a workdir was trained with (its config.json)."""
     path = workdir_path(workdir) / "config.json"
     if not path.is_file():
-        raise MissingInWorkdir(f"{path}: no such file (is {workdir} a t2v workdir?)")
+        raise MissingInput(f"{path}: no such file (is {workdir} a t2v workdir?)")
     return ml_collections.ConfigDict(json.loads(path.read_text())["config"])
 
 
@@ -279,11 +274,11 @@ def load_params(workdir: str | Path, step: int | None = None, ema: bool = True) 
     root = workdir_path(workdir) / CHECKPOINTS
     steps = saved_steps(workdir)
     if not steps:
-        raise MissingInWorkdir(f"{root}: no checkpoints")
+        raise MissingInput(f"{root}: no checkpoints")
     if step is None:
         step = steps[-1]
     elif step not in steps:
-        raise MissingInWorkdir(f"{root}: no checkpoint for step {step} (have {steps})")
+        raise MissingInput(f"{root}: no checkpoint for step {step} (have {steps})")
     path = root / str(step) / STATE
     checkpointer = ocp.StandardCheckpointer()
     tree = checkpointer.metadata(path).item_metadata.tree
@@ -322,7 +317,7 @@ def task_workdirs(checkpoint_dir: str | Path) -> dict[str, epath.Path]:
     """{task: workdir} of a one-task workdir, or of a demo workdir's task subfolders."""
     root = workdir_path(checkpoint_dir)
     if not root.is_dir():
-        raise MissingInWorkdir(f"{root}: no such directory")
+        raise MissingInput(f"{root}: no such directory")
     if (root / "checkpoints").is_dir():  # one task's workdir
         return {read_config(root).task: root}
     found = {}
@@ -331,6 +326,6 @@ def task_workdirs(checkpoint_dir: str | Path) -> dict[str, epath.Path]:
         if task:
             found[task] = sub
     if not found:
-        raise MissingInWorkdir(f"{root}: neither a task workdir (config.json and checkpoints/) nor a folder "
+        raise MissingInput(f"{root}: neither a task workdir (config.json and checkpoints/) nor a folder "
                                 f"of task workdirs")
     return found

@@ -13,3 +13,8 @@ from __future__ import annotations
 
 class InputError(ValueError):
     """Bad input, reported to the user as one line: `<file or flag>: <problem>`."""
+
+
+class MissingInput(InputError, FileNotFoundError):
+    """A file or folder the user named (or one t2v needs inside it) that is not there: bad
+    input, and still a FileNotFoundError for callers that fall back on a missing file."""
