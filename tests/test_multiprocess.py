@@ -3,9 +3,11 @@ SIGTERM to one of them stops both at one step, saved once, from which a rerun re
 
 import json
 import re
+import logging
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import pytest
 
 import toy_task
 from t2v import checkpoint as checkpoint_lib
-from t2v.train import train_and_evaluate
+from t2v.train import Preemption, train_and_evaluate
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -115,3 +117,27 @@ def test_sigterm_to_one_process_saves_once_on_both_and_the_rerun_resumes_to_the_
             np.concatenate([np.ravel(x) for x in jax.tree.leaves(checkpoint_lib.load_params(workdir, ema=ema))]),
             np.concatenate([np.ravel(x) for x in jax.tree.leaves(checkpoint_lib.load_params(tmp_path / "one", ema=ema))]),
             rtol=0, atol=1e-5)
+
+
+def test_preemption_off_the_main_thread_warns_instead_of_failing(caplog):
+    outcome = []
+
+    def train():  # signal.signal would raise ValueError here
+        with Preemption() as preemption:
+            outcome.append(preemption.reached(0))
+
+    with caplog.at_level(logging.WARNING, logger="t2v.train"):
+        thread = threading.Thread(target=train)
+        thread.start()
+        thread.join()
+    assert outcome == [False] and "outside the main thread" in caplog.text
+
+
+def test_preemption_of_processes_without_jax_distributed_warns_and_never_stops(monkeypatch, caplog):
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(jax.distributed, "is_initialized", lambda: False)
+    before = signal.getsignal(signal.SIGTERM)
+    with caplog.at_level(logging.WARNING, logger="t2v.train"), Preemption() as preemption:
+        assert not preemption.reached(0)
+        assert signal.getsignal(signal.SIGTERM) is before  # no handler of its own: steps would disagree
+    assert "without jax.distributed" in caplog.text
