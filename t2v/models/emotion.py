@@ -61,7 +61,7 @@ class EmotionTranslator(nn.Module):
     def __call__(self, images, emotion, intensity):
         emb = nn.Embed(self.num_emotions, self.embed, dtype=self.dtype,
                        embedding_init=nn.with_logical_partitioning(nn.initializers.normal(1.0), (None, "mlp")))(emotion)
-        condition = leaky_relu(dense(self.embed, ("mlp", "mlp"), dtype=self.dtype)(
+        condition = leaky_relu(dense(self.embed, (None, "mlp"), dtype=self.dtype)(
             emb * intensity.astype(self.dtype)[:, None]))
         x = (images.astype(self.dtype) - 0.5) * 2.0
         skips = []
