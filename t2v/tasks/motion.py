@@ -39,6 +39,7 @@ from jax.experimental import multihost_utils
 from t2v import keypoints as kp
 from t2v import video
 from t2v.data import pipeline
+from t2v.errors import InputError
 from t2v.evaluate.metrics import landmark_distance, pearson  # one home for every metric
 from t2v.models.flow import diagonal_gaussian_log_prob
 from t2v.models.motion_vae import MotionModel, build_motion_model, generate_chunked
@@ -89,7 +90,7 @@ class MotionTask(Task):
 
             self.sync_expert = sync.load_expert(config.model.sync_workdir)
             if self.sync_expert.window > config.data.window:
-                raise ValueError(f"model.sync_workdir={config.model.sync_workdir}: the expert's window "
+                raise InputError(f"model.sync_workdir={config.model.sync_workdir}: the expert's window "
                                  f"{self.sync_expert.window} is longer than data.window={config.data.window}")
 
     # -- data ------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from PIL import Image
 
 from t2v.data import pipeline
 from t2v.data.pipeline import PairMaker, eval_pair_indices
+from t2v.errors import InputError, MissingInput
 from t2v.models.discriminator import MultiScalePatchDiscriminator
 from t2v.models.renderer import MOTION_DOWNSAMPLE, KeypointRenderer, RendererSpec, keypoint_heatmaps
 from t2v.tasks import Task, register
@@ -152,18 +153,18 @@ class PerceptualFeatures:
                 current_block = block
             name = f"conv{block}_{index}"
             if kernel.ndim != 4:
-                raise ValueError(f"{path}: {name}/kernel has shape {kernel.shape}, expected HWIO [k, k, in, out]")
+                raise InputError(f"{path}: {name}/kernel has shape {kernel.shape}, expected HWIO [k, k, in, out]")
             if kernel.shape[2] != previous_out:
-                raise ValueError(f"{path}: {name}/kernel reads {kernel.shape[2]} channels but the layer before "
+                raise InputError(f"{path}: {name}/kernel reads {kernel.shape[2]} channels but the layer before "
                                  f"gives {previous_out} (kernels must be HWIO, layers conv<block>_<index>)")
             if bias.shape != (kernel.shape[3],):
-                raise ValueError(f"{path}: {name}/bias has shape {bias.shape}, expected ({kernel.shape[3]},)")
+                raise InputError(f"{path}: {name}/bias has shape {bias.shape}, expected ({kernel.shape[3]},)")
             self.blocks[-1].append((kernel.astype(np.float32), bias.astype(np.float32)))
             previous_out = kernel.shape[3]
 
     def _load(self, path: Path) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: model.perceptual_weights names no file")
+            raise MissingInput(f"{path}: model.perceptual_weights names no file")
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as archive:
                 flat = {name: archive[name] for name in archive.files}
@@ -175,17 +176,17 @@ class PerceptualFeatures:
             try:
                 nested = flax.serialization.msgpack_restore(path.read_bytes())
             except Exception as error:  # msgpack raises many types for damaged bytes
-                raise ValueError(f"{path}: not a msgpack file of weights ({type(error).__name__})") from error
+                raise InputError(f"{path}: not a msgpack file of weights ({type(error).__name__})") from error
         else:
-            raise ValueError(f"{path}: perceptual weights must be .npz or .msgpack")
+            raise InputError(f"{path}: perceptual weights must be .npz or .msgpack")
         layers = {}
         for name, leaves in nested.items():
             match = self._NAME.match(name)
             if not match or not isinstance(leaves, dict) or set(leaves) != {"kernel", "bias"}:
-                raise ValueError(f"{path}: entry {name!r} is not a conv<block>_<index> layer with kernel and bias")
+                raise InputError(f"{path}: entry {name!r} is not a conv<block>_<index> layer with kernel and bias")
             layers[(int(match[1]), int(match[2]))] = (np.asarray(leaves["kernel"]), np.asarray(leaves["bias"]))
         if not layers:
-            raise ValueError(f"{path}: no conv<block>_<index> layers")
+            raise InputError(f"{path}: no conv<block>_<index> layers")
         return layers
 
     def __call__(self, images: jax.Array) -> list[jax.Array]:
@@ -239,7 +240,7 @@ class RenderTask(Task):
         self.discriminator = MultiScalePatchDiscriminator(tuple(m.discriminator_widths), m.discriminator_scales, dtype)
         self.weights = config.loss
         if self.weights.adversarial_loss not in ADVERSARIAL_LOSSES:
-            raise ValueError(f"loss.adversarial_loss={self.weights.adversarial_loss!r}: expected one of {ADVERSARIAL_LOSSES}")
+            raise InputError(f"loss.adversarial_loss={self.weights.adversarial_loss!r}: expected one of {ADVERSARIAL_LOSSES}")
         self.perceptual = PerceptualFeatures(m.perceptual_weights, m.perceptual_blocks) if m.perceptual_weights else None
 
     # -- data ------------------------------------------------------------------------------
