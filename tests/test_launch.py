@@ -5,6 +5,7 @@ t2v.parallel.initialize_distributed with jax.distributed.initialize mocked."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -217,6 +218,16 @@ def test_jobset_pods_get_the_coordinator_and_their_index(monkeypatch):
         assert calls == [((f"{name}-{rjob['name']}-0-0.{name}:8476",), {"num_processes": job["completions"],
                                                                           "process_id": index})]
     assert "8476" in str(container["ports"])
+
+
+def test_local_launcher_environment_names_its_coordinator_and_process(monkeypatch):
+    spec = importlib.util.spec_from_file_location("launch_local", LAUNCH / "local.py")
+    local = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(local)
+    env = local.process_environment(1, 2, 12345, devices_per_process=4)
+    assert "--xla_force_host_platform_device_count=4" in env["XLA_FLAGS"] and env["JAX_PLATFORMS"] == "cpu"
+    calls = initialize_with(monkeypatch, {k: env[k] for k in ("T2V_COORDINATOR", "T2V_NUM_PROCESSES", "T2V_PROCESS_ID")})
+    assert calls == [(("127.0.0.1:12345",), {"num_processes": 2, "process_id": 1})]
 
 
 def test_tpu_jobset_and_slurm_defer_to_jax_detection(monkeypatch):
