@@ -8,6 +8,7 @@ The generator and the temporal discriminator train in one optimizer step (see
 """
 
 from configs import base
+from t2v.errors import InputError
 from configs.sync import add_window_data
 
 
@@ -61,5 +62,5 @@ def get_config(arg=None):
         c.train.update(steps=200_000, batch_size=256, log_every=100, eval_every=5000, eval_batches=16,
                        checkpoint_every=5000, keep=3, best_metric="eval/lmd_mouth", best_mode="min")
     else:
-        raise ValueError(f"configs/a2k.py: unknown variant {arg!r} (known: tiny, base)")
+        raise InputError(f"configs/a2k.py: unknown variant {arg!r} (known: tiny, base)")
     return c

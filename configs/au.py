@@ -13,6 +13,7 @@ training speakers, so it never served as a loss), `cls_base`.
 """
 
 from configs import base
+from t2v.errors import InputError
 from configs.sync import add_window_data
 
 JUDGE_SEED = 1  # never the loss classifier's seed (0)
@@ -57,7 +58,7 @@ def get_config(arg=None):
     elif variant in ("cls", "judge", "cls_base"):
         au_classifier(c)
     else:
-        raise ValueError(f"configs/au.py: unknown variant {arg!r} (known: tiny, base, tiny,no_au, cls, judge, cls_base)")
+        raise InputError(f"configs/au.py: unknown variant {arg!r} (known: tiny, base, tiny,no_au, cls, judge, cls_base)")
 
     if variant in ("tiny", "cls", "judge"):
         c.data.update(window=16, train_clips=48, eval_clips=16, eval_windows=3)
@@ -92,5 +93,5 @@ def get_config(arg=None):
         if flag == "no_au" and c.task == "au":
             c.model.au_driving = False  # the task then drops the AU regression too
         else:
-            raise ValueError(f"configs/au.py: unknown flag {flag!r} for variant {variant!r} (known: no_au for tiny/base)")
+            raise InputError(f"configs/au.py: unknown flag {flag!r} for variant {variant!r} (known: no_au for tiny/base)")
     return c

@@ -11,6 +11,7 @@ same workdir resumes where it stopped.
 """
 
 from configs import base
+from t2v.errors import InputError
 
 
 def get_config(arg=None):
@@ -33,5 +34,5 @@ def get_config(arg=None):
     c.generate = dict(photo="astronaut", language="en", text="Hello! I am a talking head, made by t2v from one photo.",
                       temperature=1.0, seed=0)
     if arg not in (None, "", "tiny"):
-        raise ValueError(f"configs/demo.py: unknown variant {arg!r} (known: tiny)")
+        raise InputError(f"configs/demo.py: unknown variant {arg!r} (known: tiny)")
     return c

@@ -9,6 +9,7 @@ and the feature normalisation are computed at init and kept, never trained, in
 """
 
 from configs import base
+from t2v.errors import InputError
 from configs.sync import add_window_data
 
 
@@ -52,5 +53,5 @@ def get_config(arg=None):
         c.train.update(steps=100_000, batch_size=256, log_every=100, eval_every=5000, eval_batches=16,
                        checkpoint_every=5000, keep=3, best_metric="eval/lmd_mouth", best_mode="min")
     else:
-        raise ValueError(f"configs/pose_lstm.py: unknown variant {arg!r} (known: tiny, base)")
+        raise InputError(f"configs/pose_lstm.py: unknown variant {arg!r} (known: tiny, base)")
     return c

@@ -10,6 +10,7 @@ Nothing is downloaded.
 """
 
 from configs import base
+from t2v.errors import InputError
 
 
 def get_config(arg=None):
@@ -83,5 +84,5 @@ def get_config(arg=None):
         c.train.update(steps=300_000, batch_size=64, log_every=100, eval_every=5000, eval_batches=16,
                        checkpoint_every=5000, keep=3, best_metric="eval/l1", best_mode="min")
     else:
-        raise ValueError(f"configs/render.py: unknown variant {arg!r} (known: tiny, base)")
+        raise InputError(f"configs/render.py: unknown variant {arg!r} (known: tiny, base)")
     return c

@@ -16,6 +16,7 @@ JUDGE_SEED = 1  # never a loss expert's seed (0 by default)
 JUDGE_SPEAKER_OFFSET = 1000  # speakers 1000.. : no loss expert's (0..) nor the eval split's (100000..)
 
 from configs import base
+from t2v.errors import InputError
 
 
 def add_window_data(c, *, window: int, max_shift: int) -> None:
@@ -71,5 +72,5 @@ def get_config(arg=None):
         c.train.update(steps=200_000, batch_size=512, log_every=100, eval_every=5000, eval_batches=16,
                        checkpoint_every=5000, keep=3, best_metric="eval/sync_offset_acc", best_mode="max")
     else:
-        raise ValueError(f"configs/sync.py: unknown variant {arg!r} (known: tiny, judge, base)")
+        raise InputError(f"configs/sync.py: unknown variant {arg!r} (known: tiny, judge, base)")
     return c
