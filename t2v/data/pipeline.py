@@ -39,7 +39,6 @@ HELD_OUT_SENTENCE_EVERY = 4  # sentence i of a language is held out for eval whe
 EVAL_SPEAKER_OFFSET = 100_000  # eval speaker ids start here: never a training speaker
 PLAN_VERSION = 1  # bump when the plan or the generator's meaning changes: new cache key
 PIXEL_CACHE_VERSION = 1  # bump when the rendered pixels change meaning: new cache key
-SILENCE_LOG_MEL = float(np.log(audio.LOG_FLOOR))
 
 
 # --------------------------------------------------------------------------- clip features
@@ -95,7 +94,7 @@ def pose_free_mouth(points, reference):
 def mel_span(mel: np.ndarray, start_frame: int, num_frames: int) -> np.ndarray:
     """Mel rows of video frames [start, start + num_frames), silence outside the clip: `[4n, 80]`."""
     per = audio.MELS_PER_FRAME
-    out = np.full((per * num_frames, mel.shape[1]), SILENCE_LOG_MEL, np.float32)
+    out = np.full((per * num_frames, mel.shape[1]), audio.SILENCE_LOG_MEL, np.float32)
     lo, hi = max(start_frame, 0), min(start_frame + num_frames, len(mel) // per)
     if hi > lo:
         out[per * (lo - start_frame) : per * (hi - start_frame)] = mel[per * lo : per * hi]
@@ -169,7 +168,7 @@ class WindowMaker:
         t = self.window
         num_frames = len(clip["keypoints"])
         if num_frames < t:
-            raise ValueError(f"clip {clip.get('clip_id', '?')}: {num_frames} frames, shorter than the window {t}")
+            raise InputError(f"clip {clip.get('clip_id', '?')}: {num_frames} frames, shorter than data.window={t}")
         start = int(np.clip(start, 0, num_frames - t))
         example = {
             "mel": mel_span(clip["mel"], start, t),
@@ -200,7 +199,7 @@ class WindowMaker:
         example = self.example(clip, self.random_start(len(clip["keypoints"]), rng))
         if self.reference_frame:
             if "frames" not in clip:
-                raise ValueError(f"record {index}: data.reference_frame is set but the clip has no frames")
+                raise InputError(f"record {index}: data.reference_frame is set but the clip has no frames")
             example["reference_image"] = clip["frames"][rng.integers(len(clip["frames"]))]
         if self.keypoint_noise > 0:
             example = jitter_keypoints(example, self.keypoint_noise, rng)
@@ -304,7 +303,7 @@ class PairMaker:
         image = records.decode_jpegs([clip["frames"][index]])[0]
         height, width = image.shape[:2]
         if height != width:
-            raise ValueError(f"clip {clip.get('clip_id', '?')}: frames are {width}x{height}; the renderer needs square crops")
+            raise InputError(f"clip {clip.get('clip_id', '?')}: frames are {width}x{height}; the renderer needs square crops")
         if height != self.size:
             image = np.asarray(Image.fromarray(image).resize((self.size, self.size), Image.BILINEAR))
         return image, image_keypoints(clip["keypoints"][index], height)
@@ -420,7 +419,7 @@ class PairAugment:
         fields = {f.name: float(augment.get(f.name, f.default)) for f in dataclasses.fields(cls)}
         for name, value in fields.items():
             if value < 0 or (name != "rotation_deg" and value >= 1):
-                raise ValueError(f"data.augment.{name}={value}: expected >= 0{'' if name == 'rotation_deg' else ' and < 1'}")
+                raise InputError(f"data.augment.{name}={value}: expected >= 0{'' if name == 'rotation_deg' else ' and < 1'}")
         return cls(**fields)
 
     def draw_similarity(self, rng: np.random.Generator) -> np.ndarray:
@@ -479,13 +478,13 @@ def synthetic_plan(data_config: ml_collections.ConfigDict, split: str, seed: int
     else:
         raise ValueError(f"unknown split {split!r}: expected 'train' or 'eval'")
     if not langs:
-        raise ValueError(f"data.langs={data_config.langs!r} / data.eval_langs={data_config.eval_langs!r}: no languages")
+        raise InputError(f"data.langs={data_config.langs!r} / data.eval_langs={data_config.eval_langs!r}: no languages")
     rng = np.random.default_rng([seed, PLAN_VERSION, 0 if split == "train" else 1])
     plan = []
     for i in range(count):
         language = langs[i % len(langs)]
         if language not in speech.SENTENCES:
-            raise ValueError(f"data.langs: no sentences for language {language!r} (known: {sorted(speech.SENTENCES)})")
+            raise InputError(f"data.langs: no sentences for language {language!r} (known: {sorted(speech.SENTENCES)})")
         sentences = [s for j, s in enumerate(speech.SENTENCES[language]) if (j % HELD_OUT_SENTENCE_EVERY == 0) == held_out]
         plan.append({
             "seed": int(rng.integers(2**31)),
@@ -612,7 +611,7 @@ def shard_paths(config: ml_collections.ConfigDict, split: str, seed: int, *, ren
     if data.source == "records":
         key = "path" if split == "train" else "eval_path"
         return record_shards(data.get(key, ""), f"data.{key}", cache_dir(data))
-    raise ValueError(f"data.source={data.source!r}: expected 'synthetic' or 'records'")
+    raise InputError(f"data.source={data.source!r}: expected 'synthetic' or 'records'")
 
 
 def record_source(paths: list[str]) -> grain.sources.ArrayRecordDataSource:
