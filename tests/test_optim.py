@@ -1,5 +1,7 @@
 """The optimizer: schedule shape, freezing, per-module multipliers, clipping, EMA."""
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -104,3 +106,77 @@ def test_ema_follows_its_formula():
     new = {"w": jnp.array([3.0, 6.0])}
     np.testing.assert_allclose(optim.ema_update(ema, new, 0.9)["w"], 0.9 * np.array([1, 2]) + 0.1 * np.array([3, 6]))
     np.testing.assert_allclose(optim.ema_update(ema, new, 0.0)["w"], [3.0, 6.0])
+
+
+# -- parameter groups: a GAN's two players, each with its own clip, schedule and EMA -----------
+def grouped_config(**decoder_group):
+    """Two groups: "decoder/" with its own settings, the rest as the main group "encoder"."""
+    return optimizer_config(lr=1.0, clip_norm=1.0, main_group="encoder",
+                            groups={"decoder": dict(params="^decoder/", **decoder_group)})
+
+
+def test_groups_own_their_parameters_and_inherit_unset_settings():
+    config = grouped_config(lr=0.5, ema=False)
+    assert optim.parameter_groups(params(), config) == {
+        "encoder": {"conv1": {"kernel": "encoder", "bias": "encoder"}}, "decoder": {"dense": {"kernel": "decoder"}}}
+    settings = optim.group_settings(config)
+    assert settings["decoder"]["lr"] == 0.5 and settings["decoder"]["b1"] == settings["encoder"]["b1"] == 0.9
+    assert not settings["decoder"]["ema"] and settings["encoder"]["ema"]
+    labels = optim.parameter_labels(params(), config)
+    assert labels["decoder"]["dense"]["kernel"] == "decoder_lr_x1.0"
+    with pytest.raises(ValueError, match=r"groups.decoder.params='\^decoder/' matches no parameter"):
+        optim.parameter_groups({"encoder": params()["encoder"]}, config)
+    with pytest.raises(ValueError, match=r"groups.decoder: unknown setting 'learning_rate'"):
+        optim.group_settings(grouped_config(learning_rate=0.1))
+
+
+def test_each_group_is_clipped_by_its_own_norm_and_logs_it():
+    tx = optim.make_optimizer(grouped_config(), total_steps=10)
+
+    def first_update(decoder_gradient_scale):
+        p = params()
+        grads = jax.tree.map(jnp.ones_like, p)
+        grads["decoder"]["dense"]["kernel"] *= decoder_gradient_scale
+        return tx.update(grads, tx.init(p), p)
+
+    (huge, huge_state), (small, _) = first_update(1e6), first_update(1.0)
+    # A joint clip would shrink the encoder's gradient ~1e6 times; its own clip leaves it.
+    jax.tree.map(partial(np.testing.assert_allclose, rtol=1e-6), huge["encoder"], small["encoder"])
+    metrics = optim.group_metrics(huge_state)
+    assert metrics["grad_norm/encoder"] == pytest.approx(4.0)  # 16 ones, before clipping
+    assert metrics["grad_norm/decoder"] == pytest.approx(1e6 * np.sqrt(8), rel=1e-5)
+    assert set(metrics) == {"grad_norm/encoder", "grad_norm/decoder", "lr/encoder", "lr/decoder"}
+    assert optim.group_metrics(optim.make_optimizer(optimizer_config(), 10).init(params())) == {}
+
+
+def test_groups_follow_their_own_schedules():
+    # The decoder warms up over 4 updates and peaks at 0.1; the encoder has neither.
+    tx = optim.make_optimizer(grouped_config(lr=0.1, warmup_steps=4), total_steps=100)
+    p, state = params(), None
+    state = tx.init(p)
+    grads = jax.tree.map(jnp.ones_like, p)
+    rates = []
+    for _ in range(3):
+        _, state = tx.update(grads, state, p)
+        metrics = optim.group_metrics(state)
+        rates.append((float(metrics["lr/encoder"]), float(metrics["lr/decoder"])))
+    decoder_schedule = optim.learning_rate_schedule(optim.group_settings(grouped_config(lr=0.1, warmup_steps=4))
+                                                    ["decoder"], 100)
+    encoder_schedule = optim.learning_rate_schedule(grouped_config(), 100)
+    np.testing.assert_allclose(rates, [(encoder_schedule(s), decoder_schedule(s)) for s in range(3)], rtol=1e-6)
+    assert rates[0][1] == pytest.approx(0.025) and rates[0][0] == pytest.approx(1.0)
+    counts = {path: int(x) for path, x in jax.tree_util.tree_leaves_with_path(state)
+              if jax.tree_util.keystr(path).endswith(".count")}
+    assert set(counts.values()) == {3}  # every group's schedule and Adam count: 3 updates
+
+
+def test_the_ema_keeps_only_the_averaged_groups():
+    config = grouped_config(ema=False)
+    kept = optim.averaged_params(params(), config)
+    assert jax.tree.structure(kept) == jax.tree.structure({"encoder": params()["encoder"]})
+    everything = params()
+    assert optim.averaged_params(everything, grouped_config()) is everything  # no group left out
+    new = jax.tree.map(lambda x: 3 * x, params())
+    ema = optim.ema_update(kept, new, 0.5)
+    np.testing.assert_allclose(ema["encoder"]["conv1"]["kernel"], 2.0)
+    assert "decoder" not in ema

@@ -230,6 +230,50 @@ def test_skipped_steps_do_not_move_the_learning_rate_schedule():
     assert logged_with_skip[3]["lr"] == logged_without[1]["lr"] == pytest.approx(float(schedule(1)))
 
 
+def test_skipped_steps_move_no_groups_schedule_and_the_ema_leaves_out_its_groups():
+    # Two groups, "down" warming up over 8 updates at its own rate: a count moved by a
+    # skipped step would show in either group's rate.
+    config, task, tx, schedule = toy_pieces(
+        warmup_steps=4, groups={"down": dict(params="^down/", lr=3e-3, warmup_steps=8, ema=False)})
+    train_step = train_lib.make_train_step(task, tx, schedule, ema_decay=0.9)
+    good = toy_batches(task, 2)
+    poisoned = dict(good[0], x=np.full_like(good[0]["x"], np.nan))
+    start = fresh_state(task, tx, good[0])
+    assert set(start.ema_params) == {"up"}  # a group with ema=False has no EMA
+    with_skip, logged_with_skip = run_steps(train_step, start, [good[0], poisoned, good[1]])
+    without, logged_without = run_steps(train_step, start, good)
+    for name in ("params", "opt_state", "ema_params"):
+        assert_trees_equal(getattr(with_skip, name), getattr(without, name))
+    down = optim.learning_rate_schedule(optim.group_settings(config.optimizer)["down"], config.train.steps)
+    assert logged_with_skip[2]["lr/down"] == logged_without[1]["lr/down"] == pytest.approx(float(down(1)))
+    assert logged_with_skip[2]["lr/main"] == logged_with_skip[2]["lr"] == pytest.approx(float(schedule(1)))
+    assert logged_with_skip[2]["lr/down"] != logged_with_skip[2]["lr/main"]
+    assert not np.isfinite(logged_with_skip[1]["grad_norm/down"])  # the skipped step's own norm, logged
+
+
+def test_frozen_parameters_keep_their_values_in_a_sharded_state():
+    # Freezing once broke abstract_train_state: optax.MaskedNode met a parameter's sharding.
+    # Weight decay would move the frozen kernel were it only cut off from its gradient.
+    config, task, tx, schedule = toy_pieces(freeze=["^up/"], weight_decay=0.5)
+    mesh = parallel.make_mesh(dict(data=2, fsdp=4, tensor=1))
+    batches = [parallel.shard_batch(b, mesh) for b in toy_batches(task, 3)]
+    abstract_batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), batches[0])
+    _, shardings = train_lib.abstract_train_state(task, tx, abstract_batch, mesh, config.sharding_rules)
+    init_rng, train_rng = jax.random.split(jax.random.PRNGKey(0))
+    start = jax.jit(partial(train_lib.create_train_state, task, tx), out_shardings=shardings)(
+        init_rng, train_rng, batches[0])
+    step = jax.jit(train_lib.make_train_step(task, tx, schedule, ema_decay=0.9),
+                   out_shardings=(shardings, parallel.replicated(mesh)))
+    state = start
+    for batch in batches:
+        state, _ = step(state, batch)
+    assert int(state.applied_updates) == 3
+    assert_trees_equal(state.params["up"], start.params["up"])
+    moved = jax.device_get(state.params["down"]["kernel"]) - jax.device_get(start.params["down"]["kernel"])
+    assert np.abs(moved).max() > 0
+    assert state.params["up"]["kernel"].sharding.spec == PartitionSpec("fsdp", "tensor")
+
+
 def test_accumulated_micro_batches_equal_one_big_batch():
     config, task, tx, schedule = toy_pieces()
     batches = toy_batches(task, 2)
