@@ -29,6 +29,9 @@ def get_config(arg=None):
         feature_noise=0.5,      # std of Gaussian noise on the standardised MFCC (training only)
     )
     c.sample = dict(temperature=1.0, chunk_frames=256)
+    # The data constants (expression basis, normalisation) are never trained: frozen, they get
+    # no update, no weight decay and no optimizer state.
+    c.optimizer.freeze = ["^constants/"]
     c.eval = dict(
         sync_judge_workdir="",  # a sync judge that never served as a loss; "" = no sync metrics
         samples=3,              # generated samples per clip (pose_diversity); the first is scored
