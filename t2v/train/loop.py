@@ -73,7 +73,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
     # -- evaluation and logging (files: process 0) ----------------------------------------
     writer = MetricWriter(workdir, resume_step=start_step) if is_main else None
-    evaluator = Evaluator(task, lambda: process_dataset(task, config, "eval"), mesh, update.shardings.params,
+    evaluator = Evaluator(task, lambda: process_dataset(task, config, "eval"), mesh, update.shardings.ema_params,
                           eval_rng, tc.eval_batches, workdir / "samples", writer)
     train_log = TrainLog(writer, progress(tc.steps, initial=start_step, desc=f"{config.task} train",
                                           unit="step", disable=not is_main), tc.batch_size)

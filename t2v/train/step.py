@@ -131,6 +131,7 @@ def make_train_step(task, tx: optax.GradientTransformation, schedule: optax.Sche
             **metrics,
             "loss": loss,
             "grad_norm": grad_norm,
+            **optim.group_metrics(opt_state),  # grad_norm/<group>, lr/<group> when the optimizer has groups
             "lr": schedule(state.applied_updates),  # the rate this step's update used
             "nonfinite_in_row": in_row,
             "nonfinite_total": total,
