@@ -120,7 +120,7 @@ def analyse(config: ml_collections.ConfigDict, spec: str, num_devices: int, *, t
             assumed_mfu: float = 0.4) -> DryRunReport:
     """Compiles `config`'s update step over the first `num_devices` devices of this process."""
     if num_devices > jax.device_count():
-        raise ValueError(f"{num_devices} devices asked for, this process has {jax.device_count()}")
+        raise InputError(f"{num_devices} devices asked for, this process has {jax.device_count()}")
     mesh = parallel.make_mesh(config.mesh, jax.devices()[:num_devices])
     try:
         check_batch_split(config, mesh)

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 from t2v import checkpoint as checkpoint_lib
 from t2v import parallel
+from t2v.errors import InputError
 
 
 class Evaluator:
@@ -43,7 +44,8 @@ class Evaluator:
                 sums[name] = sums.get(name, 0.0) + float(value)
             batches += 1
         if not batches:
-            raise ValueError(f"task {self.task.name!r}: the eval split yielded no batches")
+            raise InputError(f"task {self.task.name!r}: the eval split yielded no whole batch "
+                             "(data.eval_clips against train.batch_size)")
         return {f"eval/{name}": value / batches for name, value in sums.items()}
 
     def __call__(self, params, step: int) -> dict[str, float]:

@@ -18,6 +18,7 @@ import optax
 from t2v import checkpoint as checkpoint_lib
 from t2v import optim, parallel
 from t2v.data import pipeline
+from t2v.errors import InputError
 from t2v.progress import progress
 from t2v.tasks import get_task
 from t2v.train.evaluator import Evaluator
@@ -100,7 +101,7 @@ def check_batch_split(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
     batch_devices = mesh.shape["data"] * mesh.shape["fsdp"]
     micro_batch_size, remainder = divmod(batch_size, accum)
     if remainder or micro_batch_size % batch_devices:
-        raise ValueError(
+        raise InputError(
             f"train.batch_size={batch_size}: must split into optimizer.grad_accum={accum} micro-batches "
             f"divisible by data x fsdp = {batch_devices} devices")
     pipeline.local_batch_size(batch_size, jax.process_count())  # the one per-process split
