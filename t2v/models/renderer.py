@@ -41,6 +41,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from t2v.models import remat as remat_lib
 from t2v.models.layers import conv2d, dense, depth_to_space, downsample, leaky_relu, upsample
 
 NUM_KEYPOINTS = 68
@@ -138,6 +139,7 @@ class RendererSpec:
     memory_slots: int = 64
     memory_dim: int = 64
     refine_widths: tuple[int, int] = (16, 32)  # at S / 2 and S / 4
+    remat: str = "none"                    # dense motion and decoder rematerialised (t2v.models.remat)
 
     def __post_init__(self):
         if self.size % SIZE_MULTIPLE or self.size < 2 * SIZE_MULTIPLE:
@@ -285,8 +287,9 @@ class KeypointRenderer(nn.Module):
 
     def setup(self):
         self.encoder = ReferenceEncoder(self.spec, self.dtype)
-        self.dense_motion = DenseMotion(self.spec, self.dtype)
-        self.decoder = FrameDecoder(self.spec, self.dtype)
+        # The per-frame modules at the largest resolutions hold most activations.
+        self.dense_motion = remat_lib.remat(DenseMotion, self.spec.remat)(self.spec, self.dtype)
+        self.decoder = remat_lib.remat(FrameDecoder, self.spec.remat)(self.spec, self.dtype)
         if self.spec.refine:
             self.appearance = dense(self.spec.memory_dim, ("embed", "mlp"), dtype=self.dtype, name="appearance")
             self.memory = IdentityMemory(self.spec.memory_slots, self.spec.memory_dim, self.dtype)
