@@ -3,9 +3,11 @@
     python benchmarks/au_ablation.py [--out runs/au_ablation] [--seeds 3] [--cache-dir DIR]
 
 Trains the loss AU classifier (configs/au.py:cls, seed 0, speakers 0..) and the judge
-(configs/au.py:judge, seed 1, speakers 1000..), then `t2v sweep` over
-`model.au_driving=True,False` x seeds, every run trained against the loss classifier and
-scored by `t2v eval` with the judge on the same pinned held-out clips. Writes
+(configs/au.py:judge, seed 1, speakers 1000..), then one `t2v sweep` of seeds per variant
+(`au` = configs/au.py:tiny, `no_au` = configs/au.py:tiny,no_au), every run trained against the
+loss classifier and scored by `t2v eval` with the judge on the same pinned held-out clips.
+`--only VARIANT` runs one variant's sweep (two processes can share the work); a run without
+it runs (or, when finished, collects) both and writes
 benchmarks/results/au_ablation.json: per variant the mean, std and per-seed model metrics,
 and per variant the baselines' and ground truth's metrics (mean over the seeds: the energy
 fit and retrieval use each seed's training clips).
@@ -27,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
 
 RESULT = ROOT / "benchmarks" / "results" / "au_ablation.json"
+VARIANTS = {"au": "configs/au.py:tiny", "no_au": "configs/au.py:tiny,no_au"}
 HEADLINE_METRICS = ("au_corr", "au_f1", "au_err", "au_acc", "mouth_corr", "lmd_mouth", "au_head_au_err",
                     "au_head_au_corr", "proxy_au_corr")
 
@@ -37,6 +40,12 @@ def train_classifier(variant: str, workdir: Path, overrides: list[str]) -> dict:
 
     final = train.train_and_evaluate(config_lib.load(f"configs/au.py:{variant}", overrides), workdir)
     return {k: float(v) for k, v in final.items() if k.startswith("eval/")}
+
+
+def final_eval(workdir: Path) -> dict:
+    """The last `eval/*` metrics a finished run logged (metrics.jsonl)."""
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return {k: float(v) for k, v in [r for r in rows if "eval" in r][-1]["eval"].items()}
 
 
 def others(run_dirs: list[Path]) -> dict:
@@ -56,6 +65,9 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default="runs/au_ablation")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--cache-dir", default="")
+    parser.add_argument("--only", choices=sorted(VARIANTS), help="run this variant's sweep only; write nothing")
+    parser.add_argument("--collect", action="store_true",
+                        help="train nothing: summarise the runs that finished (incomplete variants marked)")
     parser.add_argument("overrides", nargs="*", help="extra --config.* overrides for every run")
     args = parser.parse_args(argv)
     from t2v import sweep
@@ -64,19 +76,33 @@ def main(argv=None) -> None:
     data = [f"--config.data.cache_dir={args.cache_dir}"] if args.cache_dir else []
     started = time.time()
     classifier, judge = out / "au_cls", out / "au_judge"
-    cls_metrics = train_classifier("cls", classifier, data)
-    judge_metrics = train_classifier("judge", judge, data)
+    if args.collect:
+        cls_metrics = final_eval(classifier)
+        judge_metrics = final_eval(judge)
+    else:
+        cls_metrics = train_classifier("cls", classifier, data)
+        judge_metrics = train_classifier("judge", judge, data)
     overrides = [*data, f"--config.model.au_classifier_workdir={classifier.resolve()}",
                  f"--config.eval.au_judge_workdir={judge.resolve()}", *args.overrides]
-    summary = sweep.run("configs/au.py:tiny", ["model.au_driving=True,False"], args.seeds, out / "sweep", overrides)
     variants = {}
-    for name, v in summary["variants"].items():
-        runs = [out / "sweep" / name / f"seed_{s}" for s in summary["seeds"]]
-        variants[name] = {"mean": v["mean"], "std": v["std"], "seeds": v["seeds"], "complete": v["complete"],
-                          "baselines_and_ground_truth": others(runs)}
-    judge_record = json.loads((out / "sweep" / next(iter(summary["variants"])) / "seed_0" / "eval" / "metrics.json")
-                              .read_text())["judges"]
-    result = {"config": "configs/au.py:tiny", "grid": "model.au_driving=True,False", "seeds": summary["seeds"],
+    for name, spec in VARIANTS.items():
+        if args.only and name != args.only:
+            continue
+        if args.collect:
+            plan = sweep.plan(spec, [], args.seeds, overrides)
+            found = {s: json.loads((out / name / "default" / f"seed_{s}" / "result.json").read_text())
+                     for s in plan["seeds"] if (out / name / "default" / f"seed_{s}" / "result.json").is_file()}
+            v = sweep.summarise(plan, {"default": found})["variants"]["default"]
+        else:
+            v = sweep.run(spec, [], args.seeds, out / name, overrides)["variants"]["default"]
+        runs = [out / name / "default" / f"seed_{s}" for s in range(args.seeds)
+                if (out / name / "default" / f"seed_{s}" / "result.json").is_file()]
+        variants[name] = {"config": spec, "mean": v["mean"], "std": v["std"], "seeds": v["seeds"],
+                          "complete": v["complete"], "baselines_and_ground_truth": others(runs)}
+    if args.only:
+        return
+    judge_record = json.loads((out / "au" / "default" / "seed_0" / "eval" / "metrics.json").read_text())["judges"]
+    result = {"variants_configs": VARIANTS, "seeds": list(range(args.seeds)),
               "overrides": [o for o in overrides if "cache_dir" not in o and "workdir" not in o],
               "loss_classifier_eval": cls_metrics, "judge_eval": judge_metrics, "judges": judge_record,
               "variants": variants, "wall_s": round(time.time() - started, 1)}
