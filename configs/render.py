@@ -85,4 +85,13 @@ def get_config(arg=None):
                        checkpoint_every=5000, keep=3, best_metric="eval/l1", best_mode="min")
     else:
         raise InputError(f"configs/render.py: unknown variant {arg!r} (known: tiny, base)")
+
+    # Generator and discriminators train as two optimizer groups (t2v.optim): each has its own
+    # gradient clip, schedule and AdamW; the EMA holds the generator alone. The top-level
+    # c.optimizer settings are the generator's; the discriminators start from the same values
+    # and change on their own: --config.optimizer.groups.discriminator.lr=4e-4.
+    c.optimizer.main_group = "generator"
+    settings = ("lr", "warmup_steps", "end_lr_fraction", "weight_decay", "clip_norm", "b1", "b2")
+    c.optimizer.groups = dict(discriminator=dict(params="^(refine_)?discriminator/", ema=False,
+                                                 **{k: c.optimizer[k] for k in settings}))
     return c

@@ -1,4 +1,5 @@
-"""The `render` task: pixel pairs from rendered clips, image losses, perceptual weights, training."""
+"""The `render` task: pixel pairs from rendered clips, image losses, perceptual weights, the two
+players' gradients and optimizer groups, float32 losses under bf16 compute, training and resuming."""
 
 import json
 
@@ -9,12 +10,15 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
+from t2v import checkpoint as checkpoint_lib
 from t2v import config as config_lib
 from t2v import keypoints as keypoints_lib
+from t2v import optim
 from t2v.data import records, synthetic
 from t2v.tasks import get_task
 from t2v.tasks import render as render_task
 from t2v.train import train_and_evaluate
+from t2v.train.step import cast_compute_inputs, to_compute_dtype
 
 SMALL_MODEL = [
     "--config.model.features=16", "--config.model.encoder_widths=(8, 8)", "--config.model.motion_widths=(8, 16, 16)",
@@ -111,6 +115,78 @@ def test_gan_losses():
         get_task(config_lib.load("configs/render.py:tiny", ["--config.loss.adversarial_loss=wgan"]))
 
 
+def made_up_batch(size=64, batch=2, seed=0):
+    """A batch shaped like the pipeline's, without rendering clips: random pixels, a
+    face-sized keypoint cloud moved a little between reference and target."""
+    rng = np.random.default_rng(seed)
+    reference = rng.uniform(-0.6, 0.6, (batch, 68, 2)).astype(np.float32)
+    return {"reference_image": rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8),
+            "target_image": rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8),
+            "reference_keypoints": reference,
+            "target_keypoints": (reference + rng.normal(0, 0.03, reference.shape)).astype(np.float32),
+            "mouth_box": np.tile(np.array([[-0.3, 0.2, 0.3, 0.6]], np.float32), (batch, 1))}
+
+
+def test_each_player_gets_gradients_from_its_own_loss_only(cache):
+    """D's loss reaches no renderer parameter and G's loss no discriminator parameter.
+    (Compiled for the zero parts alone: a true zero costs XLA nothing to compute.)"""
+    task = get_task(small_config(cache, "--config.model.refine=True"))
+    batch = made_up_batch()
+    params = flax.linen.meta.unbox(task.init(jax.random.PRNGKey(0), batch))
+    assert set(params) == {"renderer", "discriminator", "refine_discriminator"}
+
+    def gradient(player, part):
+        grad = jax.grad(lambda p: task.player_losses(p, batch, jnp.int32(0))[player])
+        return jax.jit(lambda p: {k: v for k, v in grad(p).items() if k in part})(params)
+
+    def largest(tree):
+        return max(float(jnp.abs(x).max()) for x in jax.tree.leaves(tree))
+
+    assert largest(gradient(0, {"discriminator", "refine_discriminator"})) == 0.0
+    assert largest(gradient(1, {"renderer"})) == 0.0
+
+
+def test_adversarial_terms_pull_the_image_and_the_critic_apart(cache):
+    """Where the players meet: the generator's terms move the image and not the critic,
+    the critic's loss moves the critic and not the image."""
+    task = get_task(small_config(cache))
+    rng = np.random.default_rng(0)
+    image, target = (jnp.asarray(rng.uniform(size=(2, 16, 16, 3)), jnp.float32) for _ in range(2))
+    condition = jnp.zeros((2, 16, 16, 1))
+    critic = flax.linen.meta.unbox(task.discriminator.init(jax.random.PRNGKey(1), image, condition))["params"]
+
+    def player(index):
+        terms = lambda c, x: task._adversarial_terms("", c, x, target, condition, jnp.float32(1))[index]  # noqa: E731
+        return jax.jit(jax.grad(terms, argnums=(0, 1)))(critic, image)
+
+    def largest(tree):
+        return max(float(jnp.abs(x).max()) for x in jax.tree.leaves(tree))
+
+    (g_critic, g_image), (d_critic, d_image) = player(0), player(1)
+    assert largest(g_critic) == 0.0 and largest(g_image) > 0
+    assert largest(d_image) == 0.0 and largest(d_critic) > 0
+
+
+def test_bfloat16_compute_keeps_the_targets_and_computes_the_losses_in_float32(cache):
+    batch = made_up_batch()
+    tasks = {dtype: get_task(small_config(cache, f"--config.train.compute_dtype={dtype}"))
+             for dtype in ("float32", "bfloat16")}
+    params = flax.linen.meta.unbox(tasks["float32"].init(jax.random.PRNGKey(0), batch))
+    # What the update step hands the loss: bf16 params, the batch cast only where the task asks.
+    seen = cast_compute_inputs(tasks["bfloat16"], batch, jnp.bfloat16)
+    assert all(seen[name] is batch[name] for name in batch)  # images, keypoints, mouth box untouched
+
+    def loss(dtype):
+        task = tasks[dtype]
+        return jax.jit(lambda p: task.loss(to_compute_dtype(p, jnp.dtype(dtype)), seen, None, jnp.int32(0)))(params)
+
+    (low, low_metrics), (full, full_metrics) = loss("bfloat16"), loss("float32")
+    assert low.dtype == jnp.float32 and {m.dtype for m in low_metrics.values()} == {jnp.dtype(jnp.float32)}
+    assert float(low) != float(full)  # really computed in bfloat16 ...
+    assert float(low) == pytest.approx(float(full), rel=0.05)  # ... and still the same loss
+    assert low_metrics["l1"] == pytest.approx(float(full_metrics["l1"]), rel=0.05)
+
+
 def vgg_like_weights(seed=0):
     rng = np.random.default_rng(seed)
     shapes = {"conv1_1": (3, 8), "conv1_2": (8, 8), "conv2_1": (8, 16), "conv3_1": (16, 16)}
@@ -184,3 +260,37 @@ def test_tiny_training_beats_copying_the_reference_and_reports_the_refinement_ab
     assert final["eval/l1"] < 0.8 * final["eval/copy_l1"]
     assert final["eval/ssim"] > final["eval/copy_ssim"] and final["eval/mouth_l1"] < final["eval/copy_mouth_l1"]
     assert final["eval/refined_l1"] < 0.8 * final["eval/copy_l1"]
+
+
+@pytest.mark.slow  # three short GAN runs on 8 fake devices: 16 min on 2 cores shared with ~8 other jobs
+def test_a_stopped_gan_run_resumes_exactly_with_its_two_optimizer_groups(cache, tmp_path):
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path.parent / "t2v-render-jax-cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    settings = ["--config.train.steps=3", "--config.train.eval_every=0", "--config.train.log_every=1",
+                "--config.train.checkpoint_every=2", "--config.loss.adversarial_start_step=0",
+                # The discriminators' own schedule: no warmup, another peak rate.
+                "--config.optimizer.groups.discriminator.warmup_steps=0",
+                "--config.optimizer.groups.discriminator.lr=4e-3"]
+    config = small_config(cache, *settings)
+    schedules = {name: optim.learning_rate_schedule(group, 3)
+                 for name, group in optim.group_settings(config.optimizer).items()}
+    full = train_and_evaluate(config, tmp_path / "full")
+    train_and_evaluate(small_config(cache, *settings, "--config.train.steps=2"), tmp_path / "resumed")
+    resumed = train_and_evaluate(small_config(cache, *settings), tmp_path / "resumed")
+    assert full["step"] == resumed["step"] == 3
+
+    logs = [{r["step"]: r for r in map(json.loads, (tmp_path / run / "metrics.jsonl").read_text().splitlines())}
+            for run in ("full", "resumed")]
+    assert sorted(logs[1]) == [1, 2, 3]
+    for step in (1, 2, 3):
+        assert logs[1][step]["loss"] == logs[0][step]["loss"], step
+        groups = logs[0][step]["metrics"]
+        assert groups["grad_norm/generator"] > 0 and groups["grad_norm/discriminator"] > 0
+        # The discriminators decay from 4e-3 at once; the generator still warms up (30 steps).
+        assert groups["lr/discriminator"] == pytest.approx(float(schedules["discriminator"](step - 1)), rel=1e-6)
+        assert groups["lr/generator"] == pytest.approx(2e-3 * step / 30, rel=1e-5) == logs[0][step]["lr"]
+    assert logs[0][1]["metrics"]["lr/discriminator"] == pytest.approx(4e-3)
+    for ema in (False, True):
+        trees = [checkpoint_lib.load_params(tmp_path / run, ema=ema) for run in ("full", "resumed")]
+        jax.tree.map(np.testing.assert_array_equal, trees[1], trees[0])
+    assert set(checkpoint_lib.load_params(tmp_path / "full")) == {"renderer"}  # no EMA of the discriminators

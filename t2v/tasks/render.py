@@ -20,7 +20,11 @@ With `model.refine` the refined frame gets its own L1/SSIM and its own discrimin
 
 Both players train in one optimizer step: each sees the other through `stop_gradient`,
 so the summed loss gives the generator only generator gradients and the discriminators
-only discriminator gradients (simultaneous gradient descent).
+only discriminator gradients (simultaneous gradient descent). Each player has its own
+optimizer group (`optimizer.groups.discriminator` in `configs/render.py`): its own clip,
+schedule and AdamW; the EMA (evaluation, export, generation) holds the renderer alone.
+Losses are computed in float32 whatever `train.compute_dtype`: the models' outputs are
+cast up before they meet the targets.
 
 Eval metrics (held-out speakers): `l1`, `ssim`, `psnr`, `mouth_l1`, the copy-the-reference
 baseline `copy_l1` / `copy_ssim` / `copy_psnr`, and `refined_*` when refinement is on.
@@ -209,6 +213,8 @@ class PerceptualFeatures:
         """Mean over blocks of the L1 distance between feature maps (target side frozen)."""
         together = self(jnp.concatenate([prediction, jax.lax.stop_gradient(target)], axis=0))
         batch = prediction.shape[0]
+        # The features may be in a compute dtype; the distance is float32.
+        together = [f.astype(jnp.float32) for f in together]
         return sum(jnp.mean(jnp.abs(f[:batch] - f[batch:])) for f in together) / len(together)
 
 
@@ -233,7 +239,7 @@ def build_renderer(config: ml_collections.ConfigDict, dtype=jnp.float32) -> Keyp
 class RenderTask(Task):
     def __init__(self, config: ml_collections.ConfigDict):
         super().__init__(config)
-        dtype = jnp.dtype(config.train.compute_dtype)
+        dtype = self.compute_dtype = jnp.dtype(config.train.compute_dtype)
         self.spec = renderer_spec(config)
         self.renderer = KeypointRenderer(self.spec, dtype)
         m = config.model
@@ -312,16 +318,20 @@ class RenderTask(Task):
         ssim_loss = 1.0 - jnp.mean(ssim(image, target))
         total = w.l1 * l1 + w.ssim * ssim_loss
         metrics = {f"{prefix}l1": l1, f"{prefix}ssim_loss": ssim_loss}
-        if self.perceptual is not None:
-            perceptual = self.perceptual.loss(image, target)
+        if self.perceptual is not None:  # the frozen VGG runs in the compute dtype
+            perceptual = self.perceptual.loss(image.astype(self.compute_dtype), target.astype(self.compute_dtype))
             total += w.perceptual * perceptual
             metrics[f"{prefix}perceptual"] = perceptual
         return total, metrics
 
-    def _adversarial_terms(self, prefix: str, d_params, image, target, condition, gan_on) -> tuple[jax.Array, dict]:
-        """Generator terms (adversarial + feature matching, D frozen) plus the D loss (G frozen)."""
+    def _adversarial_terms(self, prefix: str, d_params, image, target, condition,
+                           gan_on) -> tuple[jax.Array, jax.Array, dict]:
+        """(generator terms: adversarial + feature matching, D frozen; the D loss, G frozen; metrics)."""
         w, kind = self.weights, self.weights.adversarial_loss
-        apply = lambda p, x: self.discriminator.apply({"params": p}, x, condition)  # noqa: E731
+
+        def apply(p, x):  # features and logits in float32, whatever the compute dtype
+            return jax.tree.map(lambda y: y.astype(jnp.float32), self.discriminator.apply({"params": p}, x, condition))
+
         real = apply(d_params, target)
         fake_for_d = apply(d_params, jax.lax.stop_gradient(image))
         fake_for_g = apply(jax.lax.stop_gradient(d_params), image)
@@ -340,37 +350,40 @@ class RenderTask(Task):
             f"{prefix}d_real": jnp.mean(real[0][1]),
             f"{prefix}d_fake": jnp.mean(fake_for_d[0][1]),
         }
-        return g_loss + d_loss, metrics
+        return g_loss, d_loss, metrics
+
+    def player_losses(self, params, batch, step) -> tuple[jax.Array, jax.Array, dict]:
+        """(the generator's loss, the discriminators' loss, metrics), all float32. The first
+        has gradients for `params["renderer"]` only, the second for the discriminators only."""
+        w = self.weights
+        target = to_unit(batch["target_image"], jnp.float32)
+        out = jax.tree.map(lambda x: x.astype(jnp.float32), self.render(params, batch))
+        pixel_weights = 1.0 + (w.mouth_weight - 1.0) * box_mask(batch["mouth_box"].astype(jnp.float32), self.spec.size)
+        condition = self._condition(batch["target_keypoints"])
+        gan_on = (step >= w.adversarial_start_step).astype(jnp.float32)
+
+        stages = [("", "discriminator", "frame")] + ([("refined_", "refine_discriminator", "refined")]
+                                                      if self.spec.refine else [])
+        generator, discriminator, metrics = jnp.zeros(()), jnp.zeros(()), {}
+        for prefix, critic, output in stages:
+            image_loss, image_metrics = self._image_terms(prefix, out[output], target, pixel_weights)
+            g_loss, d_loss, adversarial_metrics = self._adversarial_terms(
+                prefix, params[critic], out[output], target, condition, gan_on)
+            generator += image_loss + g_loss
+            discriminator += d_loss
+            metrics.update(image_metrics)
+            metrics.update(adversarial_metrics)
+        return generator, discriminator, metrics
 
     def loss(self, params, batch, rng, step):
-        w = self.weights
-        dtype = batch["reference_keypoints"].dtype
-        target = to_unit(batch["target_image"], dtype)
-        out = self.render(params, batch)
-        pixel_weights = 1.0 + (w.mouth_weight - 1.0) * box_mask(batch["mouth_box"], self.spec.size)
-        condition = self._condition(batch["target_keypoints"])
-        gan_on = (step >= w.adversarial_start_step).astype(dtype)
-
-        total, metrics = self._image_terms("", out["frame"], target, pixel_weights)
-        adversarial, adversarial_metrics = self._adversarial_terms(
-            "", params["discriminator"], out["frame"], target, condition, gan_on)
-        total += adversarial
-        metrics.update(adversarial_metrics)
-        if self.spec.refine:
-            refine_total, refine_metrics = self._image_terms("refined_", out["refined"], target, pixel_weights)
-            refine_adversarial, refine_adversarial_metrics = self._adversarial_terms(
-                "refined_", params["refine_discriminator"], out["refined"], target, condition, gan_on)
-            total += refine_total + refine_adversarial
-            metrics.update(refine_metrics)
-            metrics.update(refine_adversarial_metrics)
-        return total, metrics
+        generator, discriminator, metrics = self.player_losses(params, batch, step)
+        return generator + discriminator, metrics
 
     def eval_metrics(self, params, batch, rng):
-        dtype = batch["reference_keypoints"].dtype
-        target = to_unit(batch["target_image"], dtype)
-        reference = to_unit(batch["reference_image"], dtype)
-        out = self.render(params, batch)
-        mouth = box_mask(batch["mouth_box"], self.spec.size)
+        target = to_unit(batch["target_image"], jnp.float32)
+        reference = to_unit(batch["reference_image"], jnp.float32)
+        out = jax.tree.map(lambda x: x.astype(jnp.float32), self.render(params, batch))
+        mouth = box_mask(batch["mouth_box"].astype(jnp.float32), self.spec.size)
 
         def scores(prefix, image):
             return {
