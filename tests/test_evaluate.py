@@ -222,3 +222,38 @@ def test_report_is_one_offline_page_with_its_plots(tmp_path):
     page = report.write_report(tmp_path, result, [trace]).read_text()
     assert page.count("data:image/png;base64,") == 5  # curves, bars, mouth, pose, faces
     assert "http" not in page and "<script" not in page
+
+
+# A renderer this small trains in seconds; the time is in compiling its GAN step and rendering
+# the clips once (about 2 minutes on a loaded 2-core machine).
+TINY_RENDERER = [
+    "--config.model.features=16", "--config.model.encoder_widths=(8, 8)", "--config.model.motion_widths=(8, 16, 16)",
+    "--config.model.motion_features=8", "--config.model.decoder_width=8", "--config.model.discriminator_widths=(8, 16)",
+    "--config.data.train_clips=4", "--config.data.eval_clips=2", "--config.data.eval_pairs=3",
+    "--config.data.augment.enabled=False", "--config.train.batch_size=8", "--config.train.steps=2",
+    "--config.train.eval_every=0", "--config.train.checkpoint_every=2", "--config.train.log_every=1",
+]
+
+
+@pytest.mark.slow
+def test_eval_of_a_trained_render_workdir_writes_image_metrics_beside_the_copy_baseline(tmp_path):
+    from t2v import cli
+    from t2v import config as config_lib
+    from t2v.train import train_and_evaluate
+
+    workdir = tmp_path / "render"
+    train_and_evaluate(config_lib.load("configs/render.py:tiny", [*TINY_RENDERER,
+                                                                  f"--config.data.cache_dir={tmp_path / 'cache'}"]), workdir)
+    assert cli.main(["eval", "--workdir", str(workdir)]) == 0
+
+    result = json.loads((workdir / "eval" / "metrics.json").read_text())
+    assert {"model", "baselines", "ground_truth", "judges", "clips", "config"} <= set(result)
+    assert result["task"] == "render" and result["step"] == 2 and result["headline"]["metric"] == "ssim"
+    # The pinned pairs: eval_pairs targets of each held-out clip against its frame 0.
+    assert len(result["clips"]) == result["num_clips"] == 2 * 3
+    assert all(c["reference_frame"] == 0 < c["target_frame"] for c in result["clips"])
+    for scores in (result["model"], result["baselines"]["copy"]):
+        assert 0 < scores["psnr"] < 60 and -1 <= scores["ssim"] <= 1 and 0 <= scores["mouth_l1"] <= 1
+    assert result["ground_truth"] == {"ssim": 1.0, "l1": 0.0, "mouth_l1": 0.0}
+    assert result["strongest_baseline"]["ssim"] == "copy"
+    assert (workdir / "eval" / "frames.png").is_file() and (workdir / "eval" / "report.html").is_file()
