@@ -24,6 +24,7 @@ def get_config(arg=None):
                  mouth_latent_dim=0, offset_scale=0.1),
         prior=dict(hidden_features=64, num_couplings=4, coupling_hidden=(64, 64), scale_limit=2.0),
         sync_workdir="",
+        remat="none",  # or "full", "dots", "dots_no_batch": memory for long clips (docs/scale.md)
     )
     c.loss = dict(
         mouth_weight=4.0,       # the mouth is what audio drives: weight its 20 points up

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from t2v.keypoints import MOUTH, NUM_POINTS
+from t2v.models import remat as remat_lib
 from t2v.models.audio_encoder import MELS_PER_FRAME, AudioEncoder, check_mel_frames, chunk_spans
 from t2v.models.flow import FlowPrior
 from t2v.models.identity import IdentityEncoder
@@ -59,6 +60,7 @@ class MotionVAE(nn.Module):
       decoder_hidden     widths of each decoder branch's MLP
       mouth_latent_dim   leading latent dims the mouth branch may see (0: audio only)
       offset_scale       initial scale of the predicted offsets
+      remat              rematerialisation of each posterior block (`t2v.models.remat`)
     """
 
     latent_dim: int = 16
@@ -68,14 +70,16 @@ class MotionVAE(nn.Module):
     decoder_hidden: Sequence[int] = (128, 128)
     mouth_latent_dim: int = 0
     offset_scale: float = 0.1
+    remat: str = "none"
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     def setup(self):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         self.posterior_in = dense(self.features, ("channels", "embed"), **kw)
+        block = remat_lib.remat(TemporalConvBlock, self.remat)
         self.posterior_blocks = [
-            TemporalConvBlock(2 * self.features, self.kernel_size, 2**i, **kw) for i in range(self.posterior_layers)]
+            block(2 * self.features, self.kernel_size, 2**i, **kw) for i in range(self.posterior_layers)]
         self.posterior_norm = layer_norm(**kw)
         self.posterior_out = dense(2 * self.latent_dim, ("embed", "channels"), **kw)
         hidden = tuple(self.decoder_hidden)
@@ -196,10 +200,12 @@ class MotionModel(nn.Module):
 
 def build_motion_model(audio: Mapping[str, Any] | None = None, identity: Mapping[str, Any] | None = None,
                        vae: Mapping[str, Any] | None = None, prior: Mapping[str, Any] | None = None,
-                       dtype: Dtype = jnp.float32) -> MotionModel:
+                       dtype: Dtype = jnp.float32, remat: str = "none") -> MotionModel:
     """A `MotionModel` from the field dicts of `config.model.{audio, identity, vae, prior}`.
 
     Missing fields take the module defaults (tiny sizes); `prior.latent_dim` follows `vae`.
+    `remat` (`config.model.remat`, a `t2v.models.remat` policy) rematerialises the audio
+    encoder as a whole and each posterior block: the activations that grow with the clip.
     """
     audio_fields, identity_fields, vae_fields, prior_fields = (
         _hashable(fields) for fields in (audio, identity, vae, prior))
@@ -208,9 +214,9 @@ def build_motion_model(audio: Mapping[str, Any] | None = None, identity: Mapping
         raise ValueError(f"build_motion_model: prior.latent_dim {prior_fields['latent_dim']} "
                          f"!= vae.latent_dim {latent_dim}")
     return MotionModel(
-        audio_encoder=AudioEncoder(**audio_fields, dtype=dtype),
+        audio_encoder=remat_lib.remat(AudioEncoder, remat)(**audio_fields, dtype=dtype),
         identity_encoder=IdentityEncoder(**identity_fields, dtype=dtype),
-        vae=MotionVAE(**vae_fields, dtype=dtype),
+        vae=MotionVAE(**vae_fields, remat=remat, dtype=dtype),
         prior=FlowPrior(**prior_fields, dtype=dtype))
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -37,6 +38,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from t2v import keypoints as kp
+from t2v import parallel
 from t2v import video
 from t2v.data import pipeline
 from t2v.errors import InputError
@@ -82,11 +84,11 @@ class MotionTask(Task):
         m = config.model
         self.model: MotionModel = build_motion_model(
             m.audio.to_dict(), m.identity.to_dict(), m.vae.to_dict(), m.prior.to_dict(),
-            dtype=jnp.dtype(config.train.compute_dtype))
+            dtype=jnp.dtype(config.train.compute_dtype), remat=config.model.get("remat", "none"))
         self.weights = jnp.asarray(point_weights(float(config.loss.mouth_weight)))
         self.sync_expert = None
         if config.model.get("sync_workdir", ""):
-            from t2v.tasks import sync  # a frozen expert: its parameters are constants here
+            from t2v.tasks import sync  # a frozen expert: an input of the step (frozen_params)
 
             self.sync_expert = sync.load_expert(config.model.sync_workdir)
             if self.sync_expert.window > config.data.window:
@@ -99,6 +101,26 @@ class MotionTask(Task):
                                        process_count=process_count)
 
     # -- model -----------------------------------------------------------------------------
+    # -- the frozen sync expert: an input of the step, sharded like the parameters -----------
+    def frozen_params(self):
+        """The trained constants the loss reads (`{"sync_expert": params}`), or None.
+
+        The update step takes them as an argument (`loss(..., frozen=...)`) with the
+        shardings of `frozen_shardings`, so they live on the mesh like the parameters
+        instead of being baked into the program from one device; no gradient reaches them."""
+        return None if self.sync_expert is None else {"sync_expert": self.sync_expert.params}
+
+    def frozen_shardings(self, mesh, rules):
+        """NamedShardings of `frozen_params()` from the expert's logical axis names and `rules`."""
+        if self.sync_expert is None:
+            return None
+        w = self.sync_expert.window
+        example = {"mel": jax.ShapeDtypeStruct((1, 4 * w, 80), jnp.float32),
+                   "mouth": jax.ShapeDtypeStruct((1, w, len(kp.MOUTH), 2), jnp.float32)}
+        with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+            boxed = jax.eval_shape(self.sync_expert.task.init, jax.random.PRNGKey(0), example)
+        return {"sync_expert": parallel.logical_to_sharding(boxed, mesh, rules)}
+
     def init(self, rng, batch):
         params_rng, latent_rng = jax.random.split(rng)
         variables = self.model.init({"params": params_rng, "latent": latent_rng},
@@ -108,7 +130,8 @@ class MotionTask(Task):
     def apply(self, params, *args, method=None, **kwargs):
         return self.model.apply({"params": params}, *args, method=method, **kwargs)
 
-    def loss(self, params, batch, rng, step):
+    def loss(self, params, batch, rng, step, frozen=None):
+        """`frozen`: `frozen_params()` as the step passes them (None: the expert's own arrays)."""
         lc = self.config.loss
         latent_rng, piv_rng, frame_rng = jax.random.split(rng, 3)
         target, reference = batch["keypoints"], batch["reference"]
@@ -135,7 +158,8 @@ class MotionTask(Task):
         metrics = {"recon": recon, "mouth_shape": mouth_shape, "velocity": velocity, "kl": kl, "kl_weight": kl_weight, "piv": piv,
                    "lmd": landmark_distance(out["keypoints"], target).mean()}
         if self.sync_expert is not None:
-            score = self.sync_expert.score(batch["mel"], out["keypoints"], reference)
+            expert_params = None if frozen is None else frozen["sync_expert"]
+            score = self.sync_expert.score(batch["mel"], out["keypoints"], reference, params=expert_params)
             sync_loss = jnp.mean(1.0 - score)
             total = total + float(lc.sync_weight) * sync_loss
             metrics["sync_score"] = jnp.mean(score)

@@ -213,7 +213,7 @@ class FrozenExpert:
     def window(self) -> int:
         return self.task.window
 
-    def score(self, mel, keypoints, reference):
+    def score(self, mel, keypoints, reference, params=None):
         """Mean cosine sync score `[batch]` over the non-overlapping W-frame windows of a sequence.
 
         mel `[batch, 4T, 80]`, face-frame keypoints `[batch, T, 68, 2]`, reference
@@ -227,7 +227,7 @@ class FrozenExpert:
         mouth = pipeline.pose_free_mouth(keypoints[:, : n * w], reference[:, None])
         mouth = mouth.reshape(batch * n, w, *mouth.shape[2:])
         mel = mel[:, : MELS_PER_FRAME * n * w].reshape(batch * n, MELS_PER_FRAME * w, mel.shape[-1])
-        params = jax.lax.stop_gradient(self.params)
+        params = jax.lax.stop_gradient(self.params if params is None else params)  # `params`: the step's copy
         return self.task.sync_score(params, mel, mouth).reshape(batch, n).mean(axis=1)
 
     def offset_accuracy(self, mel, keypoints, reference, max_shift: int | None = None) -> dict[str, float]:

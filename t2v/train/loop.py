@@ -13,6 +13,7 @@ from typing import Any, Iterator
 
 import jax
 import ml_collections
+import numpy as np
 import optax
 
 from t2v import checkpoint as checkpoint_lib
@@ -83,7 +84,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     try:
         with Preemption() as preemption:
             state, step, eval_metrics = run_loop(
-                config, state, start_step, update.compiled, train_iter, mesh, rules, checkpointer, evaluator,
+                config, state, start_step, update, train_iter, mesh, rules, checkpointer, evaluator,
                 train_log, preemption)
         checkpointer.wait_until_finished()
     finally:
@@ -128,8 +129,15 @@ class CompiledUpdate:
     schedule: optax.Schedule
     abstract_state: TrainState  # ShapeDtypeStructs with their shardings
     shardings: TrainState
-    compiled: Any  # jax.stages.Compiled: (state, batch) -> (state, metrics), the state donated
+    compiled: Any  # jax.stages.Compiled: (state, batch[, frozen]) -> (state, metrics), the state donated
     train_step: Any  # the same step, uncompiled (for counting its FLOPs from the jaxpr)
+    frozen: Any = None  # the task's trained constants on the mesh (`task.frozen_params()`), or None
+
+    def __call__(self, state: TrainState, batch: Any) -> tuple[TrainState, dict]:
+        """One update: the compiled step with the frozen constants when the task has them."""
+        if self.frozen is None:
+            return self.compiled(state, batch)
+        return self.compiled(state, batch, self.frozen)
 
 
 def compile_update(task, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, rules,
@@ -143,11 +151,32 @@ def compile_update(task, config: ml_collections.ConfigDict, mesh: jax.sharding.M
                                  compute_dtype=tc.compute_dtype, mesh=mesh)
     replicated = parallel.replicated(mesh)
     abstract_state, shardings = abstract_train_state(task, tx, abstract_batch, mesh, rules)
+    frozen, frozen_args = place_frozen(task, mesh, rules)
+    in_shardings = (shardings, parallel.batch_sharding(mesh)) + tuple(jax.tree.map(lambda x: x.sharding, frozen_args))
     with mesh_context(mesh, rules):
-        update = jax.jit(train_step, in_shardings=(shardings, parallel.batch_sharding(mesh)),
-                         out_shardings=(shardings, replicated), donate_argnums=0)
-        compiled = update.lower(abstract_state, abstract_batch).compile()
-    return CompiledUpdate(tx, schedule, abstract_state, shardings, compiled, train_step)
+        update = jax.jit(train_step, in_shardings=in_shardings, out_shardings=(shardings, replicated),
+                         donate_argnums=0)
+        compiled = update.lower(abstract_state, abstract_batch, *frozen_args).compile()
+    return CompiledUpdate(tx, schedule, abstract_state, shardings, compiled, train_step, frozen)
+
+
+def place_frozen(task, mesh: jax.sharding.Mesh, rules) -> tuple[Any, tuple]:
+    """The task's frozen constants (`task.frozen_params()`, e.g. motion's sync expert) put on
+    `mesh` with the shardings their logical axes get from `rules`, and the step's extra
+    arguments for them: `(frozen,)`, or `()` when the task has none."""
+    frozen = task.frozen_params() if hasattr(task, "frozen_params") else None
+    if frozen is None:
+        return None, ()
+    shardings = task.frozen_shardings(mesh, rules)
+    # The constants are the same on every process (one checkpoint): each process builds
+    # its own shards of them from its host copy.
+    def place(value, sharding):
+        host = np.asarray(value)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    with jax.transfer_guard("allow"):
+        frozen = jax.tree.map(place, frozen, shardings)
+    return frozen, (frozen,)
 
 
 class TrainLog:

@@ -39,20 +39,23 @@ def cast_compute_inputs(task, batch: dict, dtype) -> dict:
 
 
 def make_loss_and_grads(task, compute_dtype) -> Callable:
-    """(params, batch, rng, step) -> (loss, metrics, grads), loss and metrics in float32.
+    """(params, batch, rng, step, frozen=None) -> (loss, metrics, grads), loss and metrics in float32.
 
     The task sees params in `compute_dtype`; gradients flow back through the cast to the
-    float32 masters, so `grads` are float32 like them.
+    float32 masters, so `grads` are float32 like them. `frozen` (a task's trained
+    constants, e.g. a frozen expert: `task.frozen_params()`) reaches `task.loss` as its
+    `frozen` keyword as they are stored and gets no gradient.
     """
     compute_dtype = jnp.dtype(compute_dtype)
 
-    def loss_fn(params, batch, rng, step):
+    def loss_fn(params, batch, rng, step, frozen):
+        extra = {} if frozen is None else {"frozen": frozen}  # as stored: the constants' own dtype
         loss, metrics = task.loss(to_compute_dtype(params, compute_dtype), cast_compute_inputs(task, batch, compute_dtype),
-                                  rng, step)
+                                  rng, step, **extra)
         return loss.astype(jnp.float32), jax.tree.map(lambda m: m.astype(jnp.float32), metrics)
 
-    def loss_and_grads(params, batch, rng, step):
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng, step)
+    def loss_and_grads(params, batch, rng, step, frozen=None):
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng, step, frozen)
         return loss, metrics, grads
 
     return loss_and_grads
@@ -74,17 +77,17 @@ def accumulated(loss_and_grads: Callable, grad_accum: int, mesh: jax.sharding.Me
             return x
         return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec(None, parallel.BATCH_AXES)))
 
-    def over_micro_batches(params, batch, rng, step):
+    def over_micro_batches(params, batch, rng, step, frozen=None):
         micro_batches = jax.tree.map(split, batch)
 
         def add(carry, micro):
             index, micro_batch = micro
-            out = loss_and_grads(params, micro_batch, jax.random.fold_in(rng, index), step)
+            out = loss_and_grads(params, micro_batch, jax.random.fold_in(rng, index), step, frozen)
             return jax.tree.map(jnp.add, carry, out), None
 
         first = jax.tree.map(lambda x: x[0], micro_batches)
         zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
-                             jax.eval_shape(loss_and_grads, params, first, rng, step))
+                             jax.eval_shape(loss_and_grads, params, first, rng, step, frozen))
         summed, _ = jax.lax.scan(add, zeros, (jnp.arange(grad_accum), micro_batches))
         return jax.tree.map(lambda x: x / grad_accum, summed)
 
@@ -93,20 +96,22 @@ def accumulated(loss_and_grads: Callable, grad_accum: int, mesh: jax.sharding.Me
 
 def make_train_step(task, tx: optax.GradientTransformation, schedule: optax.Schedule, *, ema_decay: float,
                     grad_accum: int = 1, compute_dtype="float32",
-                    mesh: jax.sharding.Mesh | None = None) -> Callable[[TrainState, Any], tuple[TrainState, dict]]:
-    """(state, batch) -> (state, metrics): one step of `task` with optimizer `tx`.
+                    mesh: jax.sharding.Mesh | None = None) -> Callable[..., tuple[TrainState, dict]]:
+    """(state, batch, frozen=None) -> (state, metrics): one step of `task` with optimizer `tx`.
 
     `schedule` is the one `tx` was built with; it is only read for the logged `lr`.
     `batch` is the global batch (`[batch_size, ...]` per entry); `mesh`, when given, keeps
     micro-batches split over its batch axes. Metrics are float32 scalars: the task's, plus
-    loss, grad_norm, lr, nonfinite_in_row and nonfinite_total.
+    loss, grad_norm, lr, nonfinite_in_row and nonfinite_total. `frozen`: the task's
+    trained constants (`task.frozen_params()`), passed in rather than closed over so they
+    are sharded like any input.
     """
     loss_and_grads = accumulated(make_loss_and_grads(task, compute_dtype), int(grad_accum), mesh)
     ema_decay = float(ema_decay)
 
-    def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
+    def train_step(state: TrainState, batch, frozen=None) -> tuple[TrainState, dict]:
         step_rng = jax.random.fold_in(state.rng, state.step)
-        loss, metrics, grads = loss_and_grads(state.params, batch, step_rng, state.step)
+        loss, metrics, grads = loss_and_grads(state.params, batch, step_rng, state.step, frozen)
         grad_norm = optax.global_norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
