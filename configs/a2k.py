@@ -37,9 +37,13 @@ def get_config(arg=None):
         sync_judge_workdir="",  # a sync judge that never served as a loss; "" = no sync metrics
         samples=3,              # generated samples per clip (pose_diversity); the first is scored
         max_clips=0,            # 0 = every held-out clip
+        clips_seed=0,           # synthetic data: the eval plan's seed, whatever config.seed is
     )
     add_window_data(c, window=16, max_shift=0)
     c.optimizer.lr_multipliers = {"^discriminator/": 1.0}
+    # Personalization (`t2v personalize`, t2v/personalize.py): the encoders stay general.
+    c.personalize = dict(frames=300, held_out=0.25, min_seconds=8.0, steps=200, lr=5e-4, warmup_steps=20,
+                         batch_size=8, samples=3, seed=0, freeze=["^generator/(audio_encoder|identity_encoder)/"])
 
     if variant == "tiny":
         c.model.audio.update(features=48, num_layers=1, window=4)

@@ -36,11 +36,14 @@ def get_config(arg=None):
         sync_judge_workdir="",  # a sync judge that never served as a loss; "" = no sync metrics
         samples=3,              # generated samples per clip (pose_diversity); the first is scored
         max_clips=0,            # 0 = every held-out clip
+        clips_seed=0,           # synthetic data: the eval plan's seed, whatever config.seed is
     )
     add_window_data(c, window=16, max_shift=0)
-    # Personalization (`t2v personalize`): what a fine-tune on one person trains.
-    c.personalize = dict(frames=300, held_out=0.25, steps=200, lr=5e-4, batch_size=8,
-                         freeze=["^model/front/"])
+    # Personalization (`t2v personalize`, t2v/personalize.py): 300 frames (12 s) of the person
+    # to fine-tune on, the last quarter of the video held out; the audio LSTM stays, the heads tune.
+    c.personalize = dict(frames=300, held_out=0.25, min_seconds=8.0, steps=200, lr=5e-4, warmup_steps=20,
+                         batch_size=8, samples=3, seed=0,
+                         freeze=["^constants/", "^model/(front|reference|lstm_\\d+)/"])
 
     if variant == "tiny":
         c.model.lstm.update(hidden=64, num_layers=1, lookahead=2, expression_dim=12)

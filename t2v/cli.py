@@ -4,6 +4,7 @@
     t2v train  --config configs/x.py[:variant] --workdir DIR   train any task (resumes)
     t2v eval   --workdir DIR                        metrics and baselines -> DIR/eval/metrics.json
     t2v sweep  --config F --grid 'a.b=v1,v2' --seeds N --workdir S   variants x seeds -> S/sweep.json
+    t2v personalize --video V.mp4 --checkpoint GENERAL --out DIR   fine-tune on one person -> DIR/personalize.json
     t2v prepare --dataset voxceleb2|lrw|hdtf|mead|grid|crema_d|synthetic --src DIR --out DIR [--beam]
     t2v generate --image FACE --audio SPEECH --out OUT.mp4 --checkpoint DIR   a photo speaks
     t2v export --checkpoint DIR --out DIR            StableHLO + ONNX serving artifacts
@@ -123,6 +124,18 @@ def _eval(args, overrides) -> int:
     return 0
 
 
+# -- t2v personalize -----------------------------------------------------------------------
+def _personalize(args, overrides) -> int:
+    from t2v import personalize
+
+    report = personalize.personalize(args.video, args.checkpoint, args.out, overrides)
+    shown = {k: report[k] for k in ("task", "frames", "fine_tune_frames", "held_out_frames", "steps")}
+    print(json.dumps({**shown, **{k: report[k] for k in ("person", "general", "personalized",
+                                                          "moved_toward_person")}}, indent=2, sort_keys=True))
+    print(f"wrote {Path(args.out)} and {Path(args.out) / 'personalize.json'}")
+    return 0
+
+
 # -- t2v sweep -----------------------------------------------------------------------------
 def _sweep(args, overrides) -> int:
     from t2v import sweep
@@ -227,6 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", required=True)
     p.add_argument("--config", help="a config file instead of the workdir's saved config")
     p.set_defaults(run=_eval)
+
+    p = sub.add_parser("personalize", help="fine-tune a general pose_lstm/motion/a2k workdir on one person's video")
+    p.add_argument("--video", required=True, help="~12 s or more of the person speaking (mp4 with its audio)")
+    p.add_argument("--checkpoint", required=True, help="the general model's task workdir")
+    p.add_argument("--out", required=True, help="the personalized workdir to write (must not exist)")
+    p.set_defaults(run=_personalize)
 
     p = sub.add_parser("sweep", help="train and evaluate every grid variant x seed; mean +- std")
     p.add_argument("--config", required=True, help="configs/x.py[:variant]")

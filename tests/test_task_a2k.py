@@ -152,3 +152,36 @@ def test_tiny_model_beats_the_baselines_on_held_out_speakers_and_language(tmp_pa
     train_as_a_user_would("configs/a2k.py:tiny", workdir, overrides)
     result = held_out_comparison(workdir, config_lib.load("configs/a2k.py:tiny", overrides))
     assert_beats_the_baselines(result, "a2k")
+
+
+def check_eval_and_generation(workdir) -> None:
+    """`t2v eval` writes metrics.json as for motion (model, the four baselines, the truth, the
+    headline), and the workdir serves `t2v.generate.models.KeypointGenerator`, the interface
+    `t2v generate` drives: speech + pixel reference -> pixel keypoints of any length."""
+    from t2v import audio, checkpoint, cli
+    from t2v import keypoints as kp
+    from t2v.generate.models import KeypointGenerator
+
+    assert cli.main(["eval", "--workdir", str(workdir), "--config.eval.max_clips=2", "--config.eval.samples=2"]) == 0
+    result = json.loads((workdir / "eval" / "metrics.json").read_text())
+    assert set(result["baselines"]) == {"static", "energy", "retrieval", "source_pose"} and result["num_clips"] == 2
+    assert result["headline"]["metric"] == "mouth_corr" and result["ground_truth"]["lmd"] == 0
+    for name in ("mouth_corr", "lmd_mouth", "audio_pose_corr", "pose_diversity", "identity_err"):
+        assert np.isfinite(result["model"][name]), name
+    assert "pose_follow" in result["baselines"]["source_pose"] and "pose_follow" not in result["model"]
+
+    config = checkpoint.read_config(workdir)
+    clip = pipeline.load_clips(config, "eval", limit=1, keep_audio=True)[0]
+    wave = clip["audio"][: 37 * audio.SAMPLES_PER_FRAME]  # 37 frames: not a multiple of any chunk or grid
+    reference_px = kp.denormalise(clip["reference"], kp.FaceFrame(np.float32([100, 90]), np.float32(40)))
+    params = checkpoint.load_params(workdir)
+    points = [KeypointGenerator(get_task(config), params, chunk_frames=chunk)(wave, reference_px, seed=3)
+              for chunk in (16, 256)]
+    assert points[0].shape == (37, 68, 2) and np.isfinite(points[0]).all()
+    np.testing.assert_allclose(points[0], points[1], atol=1e-3)  # pixels: chunked = one pass
+
+
+@pytest.mark.slow  # a micro run, then t2v eval on 2 clips: ~40 s on a loaded 2-core machine
+def test_t2v_eval_and_the_generate_interface(tmp_path, cache_dir):
+    train.train_and_evaluate(micro_config(cache_dir), tmp_path / "a2k")
+    check_eval_and_generation(tmp_path / "a2k")

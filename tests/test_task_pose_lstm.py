@@ -18,7 +18,7 @@ from t2v.models.pose_lstm import PoseLSTM, generate_chunked
 from t2v.tasks import get_task
 from t2v.tasks import pose_lstm
 
-from test_task_a2k import assert_beats_the_baselines, held_out_comparison
+from test_task_a2k import assert_beats_the_baselines, check_eval_and_generation, held_out_comparison
 
 
 def micro_config(cache_dir, *overrides):
@@ -132,3 +132,9 @@ def test_tiny_model_beats_the_baselines_on_held_out_speakers_and_language(tmp_pa
     train_as_a_user_would("configs/pose_lstm.py:tiny", workdir, overrides)
     result = held_out_comparison(workdir, config_lib.load("configs/pose_lstm.py:tiny", overrides))
     assert_beats_the_baselines(result, "pose_lstm")
+
+
+@pytest.mark.slow  # a micro run, then t2v eval on 2 clips: ~40 s on a loaded 2-core machine
+def test_t2v_eval_and_the_generate_interface(tmp_path, cache_dir):
+    train.train_and_evaluate(micro_config(cache_dir), tmp_path / "pose_lstm")
+    check_eval_and_generation(tmp_path / "pose_lstm")
