@@ -90,14 +90,16 @@ def measure(spec: str, dtype: str, *, steps: int, warmup: int, input_batches: in
     update = compile_update(task, config, mesh, rules, abstract_batch)
     compile_seconds = time.perf_counter() - compile_start
     with mesh_context(mesh, rules):
-        flops = cost.model_flops(jax.make_jaxpr(update.train_step)(update.abstract_state, abstract_batch))
+        frozen_args = () if update.frozen is None else (update.frozen,)
+        flops = cost.model_flops(jax.make_jaxpr(update.train_step)(update.abstract_state, abstract_batch,
+                                                                   *frozen_args))
         init_rng, train_rng = jax.random.split(jax.random.PRNGKey(0))
         state = jax.jit(partial(create_train_state, task, update.tx), out_shardings=update.shardings)(
             init_rng, train_rng, batch)
         times = []
         for i in range(warmup + steps):
             start = time.perf_counter()
-            state, metrics = update.compiled(state, batch)
+            state, metrics = update(state, batch)  # with the task's frozen constants, if any
             jax.block_until_ready((state, metrics))
             if i >= warmup:
                 times.append(time.perf_counter() - start)
