@@ -13,8 +13,8 @@ import jax
 import numpy as np
 
 from t2v.data import pipeline
-from t2v.evaluate import baselines, clip_entries, judges, metrics
-from t2v.evaluate.motion import load_eval_clips, sample_model, sequence_metrics, trace_summary
+from t2v.evaluate import baselines, judges, metrics
+from t2v.evaluate.motion import load_eval_clips, assemble_result, sample_model, sequence_metrics
 
 BASELINES = ("static", "energy", "retrieval", "source_pose")
 
@@ -55,15 +55,4 @@ def evaluate_keypoint_task(workdir, config, params, settings: dict, seed: int) -
         if index < 2:
             traces.append({"clip_id": clip.get("clip_id"), **{k: np.asarray(v) for k, v in outputs.items()},
                            "reference": clip["reference"]})
-    truth = metrics.average(rows.pop("ground_truth"))
-    model = metrics.average(rows.pop("model"))
-    return {
-        "model": model,
-        "baselines": {name: metrics.average(r) for name, r in rows.items()},
-        "ground_truth": truth,
-        "judges": {"sync": judge_record} if judge_record else {},
-        "clips": clip_entries(clips, unseen),
-        "energy_fit": {"a": fit[0], "b": fit[1]},
-        "temperature": float(config.sample.temperature),
-        "traces": trace_summary(traces),
-    }
+    return assemble_result(rows, judge_record, clips, unseen, fit, config, traces)

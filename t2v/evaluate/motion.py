@@ -60,6 +60,12 @@ def evaluate_motion(workdir, config, params, settings: dict, seed: int) -> dict:
         if index < 2:
             traces.append({"clip_id": clip.get("clip_id"), **{k: np.asarray(v) for k, v in outputs.items()},
                            "reference": clip["reference"]})
+    return assemble_result(rows, judge_record, clips, unseen, fit, config, traces)
+
+
+def assemble_result(rows: dict, judge_record, clips, unseen: set[str], fit, config, traces: list[dict]) -> dict:
+    """metrics.json's body from the per-clip rows of the model, the baselines and the truth."""
+    rows = dict(rows)
     truth = metrics.average(rows.pop("ground_truth"))
     model = metrics.average(rows.pop("model"))
     return {
