@@ -77,7 +77,8 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, general, capsys):
     short = tmp_path / "short.mp4"
     person_video(short, seconds=3.0, size=160)
     blank = tmp_path / "blank.mp4"
-    wave = synthetic.make_clip(0, language="en", render=False).audio
+    # Long enough (> min_seconds) that the only thing wrong with it is that nobody is in it.
+    wave = np.tile(synthetic.make_clip(0, language="en", render=False).audio, 4)
     video.write_video(blank, np.full((len(wave) // 640, 96, 96, 3), 128, np.uint8), wave)
     (tmp_path / "text.mp4").write_text("not a video")
     sync_like = tmp_path / "other"
