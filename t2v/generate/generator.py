@@ -100,8 +100,10 @@ class TalkingHeadGenerator:
                  keypoints_out: str | os.PathLike | None = None, overlay: bool = False,
                  max_seconds: float = DEFAULT_MAX_SECONDS, progress: bool = False, renderer: str = "photo",
                  face: int | None = None, add_blinks: bool = True,
-                 max_face_px: float = DEFAULT_MAX_FACE_PX) -> GenerationReport:
-        """Writes `out` (mp4: the photo talking, the speech as its audio); see `run`."""
+                 max_face_px: float = DEFAULT_MAX_FACE_PX, keypoint_edit=None) -> GenerationReport:
+        """Writes `out` (mp4: the photo talking, the speech as its audio); see `run`.
+        `keypoint_edit(points, reference)`: face-frame keypoints `[T, 68, 2]` -> edited ones,
+        applied before the blinks and the rendering (e.g. `t2v.generate.emotion.EmotionEdit`)."""
         watch = _Stopwatch()
         out = Path(out)
         if out.is_dir():
@@ -139,6 +141,8 @@ class TalkingHeadGenerator:
                 source = source_motion(self.detector, pose_from, frames, crop)
                 points = self.motion.keypoints_following(mel, reference_face, source["mel"], source["keypoints"],
                                                          source["reference"])
+            if keypoint_edit is not None:
+                points = keypoint_edit(points, reference_face)
             crop_points = np.asarray(keypoints.denormalise(points, face_frame), np.float32)  # [T, 68, 2]
             photo_points = crop.to_photo(crop_points)
             closure = np.zeros(len(photo_points))
@@ -215,7 +219,7 @@ def run(image: str | os.PathLike, speech: str | os.PathLike, out: str | os.PathL
         temperature: float | None = None, seed: int = 0, keypoints_out: str | os.PathLike | None = None,
         overlay: bool = False, max_seconds: float | None = None, render_batch: int | None = None,
         progress: bool = True, renderer: str = "photo", face: int | None = None, add_blinks: bool = True,
-        max_face_px: float | None = None) -> GenerationReport:
+        max_face_px: float | None = None, emotion: str | None = None, intensity: float = 1.0) -> GenerationReport:
     """`t2v generate`: the face in photo `image` speaks `speech`; the video goes to `out`.
 
     out: an mp4 of the photo's size (an odd side gains one edge row or column) with
@@ -242,6 +246,9 @@ def run(image: str | os.PathLike, speech: str | os.PathLike, out: str | os.PathL
         within 5% in area, the leftmost).
     add_blinks: blink 10-20 times a minute (`t2v.generate.blinks`, from `seed`) when the
         motion model's keypoints blink less than 10 times a minute.
+    emotion, intensity: the face shows `emotion` (t2v.data.synthetic.EMOTIONS) at `intensity`
+        (0..1) by the keypoint prototypes of `t2v.generate.emotion` (the checkpoint's
+        emotion_prototypes.json, else t2v's); the lips still follow `speech`.
     max_face_px: renderer "photo" draws its warp at most this face width (default 512);
         larger faces get the warp upsampled, their pixels still come from the photo.
 
@@ -250,9 +257,15 @@ def run(image: str | os.PathLike, speech: str | os.PathLike, out: str | os.PathL
     checkpoint) raises `t2v.errors.InputError`, one line naming the file, and
     leaves no output behind.
     """
+    edit = None
+    if emotion is not None:
+        from t2v.generate.emotion import EmotionEdit
+
+        edit = EmotionEdit.for_request(emotion, intensity, checkpoint)
     generator = TalkingHeadGenerator.from_checkpoint(checkpoint, render_batch)
     return generator.generate(image, speech, out, pose_from=pose_from, temperature=temperature, seed=seed,
                               keypoints_out=keypoints_out, overlay=overlay,
                               max_seconds=DEFAULT_MAX_SECONDS if max_seconds is None else max_seconds,
                               progress=progress, renderer=renderer, face=face, add_blinks=add_blinks,
-                              max_face_px=DEFAULT_MAX_FACE_PX if max_face_px is None else max_face_px)
+                              max_face_px=DEFAULT_MAX_FACE_PX if max_face_px is None else max_face_px,
+                              keypoint_edit=edit)
