@@ -149,6 +149,14 @@ def _sweep(args, overrides) -> int:
 
 
 # -- t2v generate --------------------------------------------------------------------------
+def _emotion_request(args) -> dict:
+    """`--emotion`/`--intensity` as generate.run's keywords, only those given."""
+    if args.intensity is not None and args.emotion is None:
+        raise InputError("--intensity needs --emotion")
+    return {name: value for name, value in (("emotion", args.emotion), ("intensity", args.intensity))
+            if value is not None}
+
+
 def _generate(args, overrides) -> int:
     if args.list_faces:
         from t2v import generate
@@ -167,7 +175,7 @@ def _generate(args, overrides) -> int:
 
     report = generate.run(args.image, args.audio, args.out, checkpoint=args.checkpoint, pose_from=args.pose_from,
                           keypoints_out=args.keypoints_out, temperature=g.temperature, seed=g.seed,
-                          emotion=args.emotion, intensity=args.intensity,
+                          **_emotion_request(args),
                           overlay=g.overlay, max_seconds=g.max_seconds, render_batch=g.render_batch,
                           **_given(g, "renderer", "face", "add_blinks", "max_face_px"))
     print(f"wrote {report.out}: {report.frames} frames, {report.audio_seconds:.1f} s, "
@@ -277,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pose-from", help="a video whose head pose, blinks and brows to follow")
     p.add_argument("--emotion", help="the face's emotion: neutral,happy,sad,angry,surprised,disgusted,fearful "
                                      "(keypoint prototypes; the lips still follow the audio)")
-    p.add_argument("--intensity", type=float, default=1.0, help="of --emotion, 0..1 (default 1)")
+    p.add_argument("--intensity", type=float, help="of --emotion, 0..1 (default 1)")
     p.add_argument("--temperature", type=float, help="of the motion prior (default: the checkpoint's)")
     p.add_argument("--seed", type=int, help="of the prior's samples (default 0)")
     p.add_argument("--keypoints-out", help="also write the keypoints as npz")
