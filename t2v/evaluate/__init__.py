@@ -23,6 +23,9 @@ defined once, in `t2v.evaluate.metrics`; per task:
   sync    `t2v.evaluate.sync`: offset search on the true mouth vs an audio-energy detector
   render  `t2v.evaluate.render`: PSNR, SSIM, L1, mouth L1 vs copying the reference frame
   emotion `t2v.evaluate.emotion`: target emotion by an independent judge; lips, face, pose kept
+  au      `t2v.evaluate.au`: speech AUs by an AU judge trained apart, and a geometric proxy
+  emotion_cls, au_cls  `t2v.evaluate.classifiers`: accuracy / AU error against held-out labels
+          vs majority, prior and chance (emotions) or mean intensity and the proxy (AUs)
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from pathlib import Path
 import ml_collections
 
 from t2v import checkpoint
+from t2v.au import SPEECH_AUS
+from t2v.data.synthetic import EMOTIONS
 from t2v.errors import InputError
 from t2v.evaluate.baselines import energy_baseline, fit_energy_to_opening, open_mouth, static_baseline  # noqa: F401
 from t2v.evaluate.metrics import average, best_lag, mouth_metrics, pearson, pose_diversity, pose_follow  # noqa: F401
@@ -55,6 +60,12 @@ EVALUATED_TASKS += ("au",)
 HIGHER_IS_BETTER |= {"au_acc", "au_f1", "au_corr", "proxy_au_acc", "proxy_au_f1", "proxy_au_corr"}
 LOWER_IS_BETTER |= {"au_err", "proxy_au_err"}
 HEADLINE["au"] = "au_corr"
+
+# The classifiers (`t2v.evaluate.classifiers`): scored against their held-out labels.
+EVALUATED_TASKS += ("emotion_cls", "au_cls")
+HIGHER_IS_BETTER |= {"acc", "balanced_acc"} | {f"acc_{e}" for e in EMOTIONS} | {f"au_corr_{a}" for a in SPEECH_AUS}
+LOWER_IS_BETTER |= {"loss"} | {f"au_err_{a}" for a in SPEECH_AUS}
+HEADLINE.update(emotion_cls="acc", au_cls="au_corr")
 
 
 def evaluate(workdir: str | Path, config: ml_collections.ConfigDict | None = None, *,
@@ -80,6 +91,10 @@ def evaluate(workdir: str | Path, config: ml_collections.ConfigDict | None = Non
         from t2v.evaluate import au as au_evaluation
 
         evaluator["au"] = au_evaluation.evaluate_au
+    if config.task in ("emotion_cls", "au_cls"):
+        from t2v.evaluate import classifiers
+
+        evaluator.update(emotion_cls=classifiers.evaluate_emotion_cls, au_cls=classifiers.evaluate_au_cls)
     result = evaluator[config.task](workdir, config, params, settings, seed)
     traces = result.pop("traces", [])  # curves and frames for the report, kept out of metrics.json
     result = {"step": step, "num_clips": len(result["clips"]), "task": config.task, **result,

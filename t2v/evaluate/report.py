@@ -100,6 +100,21 @@ def metric_bars(result: dict) -> str | None:
     return png_base64(fig)
 
 
+def confusion_plot(confusion: list, classes: list[str]) -> str:
+    """A classifier's confusion counts, true class (rows) against the called one (columns)."""
+    counts = np.asarray(confusion, np.float64)
+    fig, axes = _figure(4.8, 4.2)
+    ax = axes[0][0]
+    ax.imshow(counts, cmap="Blues")
+    for (i, j), value in np.ndenumerate(counts):
+        ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=7,
+                color="white" if value > counts.max() / 2 else "black")
+    ax.set_xticks(range(len(classes)), classes, rotation=40, ha="right", fontsize=7)
+    ax.set_yticks(range(len(classes)), classes, fontsize=7)
+    ax.set(xlabel="called", ylabel="true")
+    return png_base64(fig)
+
+
 def mouth_plot(trace: dict) -> str:
     fig, axes = _figure(9, 2.6)
     ax = axes[0][0]
@@ -164,8 +179,15 @@ def write_report(workdir: str | Path, result: dict, traces: list[dict]) -> Path:
                 f"clips (sha1 {result['clips_sha1'][:12]}). Headline: {html.escape(json.dumps(result['headline']))}</p>",
                 "<h2>Metrics</h2>", table(result),
                 f"<p>Judges: <code>{html.escape(json.dumps(result.get('judges', {})))}</code></p>"]
+    truth = result.get("ground_truth", {})
+    if truth.get("scored") is False:  # a classifier's labels: no figure, only where they come from
+        sections.append(f"<p>Ground truth: {html.escape(str(truth.get('note', '')))}; labels from "
+                        f"{html.escape(str(truth.get('label_source', '')))}</p>")
     images = [("Training", loss_curves(read_jsonl(workdir / "metrics.jsonl"))), ("Model, baselines and truth",
                                                                                   metric_bars(result))]
+    if isinstance(result["model"].get("confusion"), list) and result.get("classes"):
+        images.append(("Confusion of the held-out frames: true (rows) vs called (columns)",
+                       confusion_plot(result["model"]["confusion"], result["classes"])))
     for trace in traces:
         if "mouth_opening" in trace:
             images += [(f"Mouth, clip {trace['clip_id']}", mouth_plot(trace)), ("Head pose", pose_plot(trace)),
