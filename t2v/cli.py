@@ -177,7 +177,7 @@ def _generate(args, overrides) -> int:
                           keypoints_out=args.keypoints_out, temperature=g.temperature, seed=g.seed,
                           **_emotion_request(args),
                           overlay=g.overlay, max_seconds=g.max_seconds, render_batch=g.render_batch,
-                          **_given(g, "renderer", "face", "add_blinks", "max_face_px"))
+                          motion=args.motion, **_given(g, "renderer", "face", "add_blinks", "max_face_px"))
     print(f"wrote {report.out}: {report.frames} frames, {report.audio_seconds:.1f} s, "
           f"{report.photo_size[0]}x{report.photo_size[1]}")
     return 0
@@ -279,7 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", help="a photo with a face (the largest is animated; --face picks another)")
     p.add_argument("--audio", help="speech: wav, flac, mp3, m4a or a video's audio track")
     p.add_argument("--out", help="the mp4 to write (photo-sized, 25 fps, with the speech)")
-    p.add_argument("--checkpoint", help="a t2v demo workdir, or one holding motion/ and render/")
+    p.add_argument("--checkpoint", help="a t2v demo workdir, or one holding render/ and the --motion task's workdir")
+    p.add_argument("--motion", default="motion", choices=("motion", "a2k", "pose_lstm"),
+                   help="which keypoint model of the checkpoint drives the face (default motion)")
     p.add_argument("--face", type=int, help="which face to animate: 1, 2, ... left to right (see --list-faces)")
     p.add_argument("--list-faces", metavar="PHOTO", help="print the photo's faces, numbered for --face, and exit")
     p.add_argument("--pose-from", help="a video whose head pose, blinks and brows to follow")

@@ -18,7 +18,7 @@ from t2v.errors import InputError
 from t2v.generate.blinks import add_blinks as blinking
 from t2v.generate.crop import FaceCrop
 from t2v.generate.inputs import DEFAULT_MAX_SECONDS, find_face, log_mel_in_chunks, read_photo, read_speech
-from t2v.generate.models import FaceRenderer, KeypointGenerator
+from t2v.generate.models import FaceRenderer, KeypointGenerator, checkpoint_workdirs
 from t2v.generate.outputs import StagedOutputs, overlay_path
 from t2v.generate.paste import PasteBack
 from t2v.generate.tracking import source_motion
@@ -71,22 +71,15 @@ class TalkingHeadGenerator:
     render_batch: int = 4
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: str | os.PathLike, render_batch: int | None = None) -> "TalkingHeadGenerator":
-        """From a `t2v demo` workdir, or any folder holding a `motion` and a `render` task workdir."""
-        from t2v import checkpoint as checkpoint_lib
-
-        try:
-            workdirs = checkpoint_lib.task_workdirs(checkpoint)
-        except FileNotFoundError as error:  # checkpoint.py's one-line message
-            raise InputError(str(error)) from error
-        missing = [task for task in ("motion", "render") if task not in workdirs]
-        if missing:
-            raise InputError(f"{os.fspath(checkpoint)}: no {' and no '.join(repr(m) for m in missing)} task "
-                                    f"workdir (found {sorted(workdirs) or 'none'}); generation needs both")
-        renderer = FaceRenderer.from_workdir(workdirs["render"])
+    def from_checkpoint(cls, checkpoint: str | os.PathLike, render_batch: int | None = None,
+                        motion: str = "motion") -> "TalkingHeadGenerator":
+        """From a `t2v demo` workdir, or any folder holding a `render` task workdir and the
+        keypoint task `motion`'s ("motion", "a2k" or "pose_lstm"; `models.checkpoint_workdirs`)."""
+        motion_dir, render_dir = checkpoint_workdirs(checkpoint, motion)
+        renderer = FaceRenderer.from_workdir(render_dir)
         # Large frames render fastest one at a time on a CPU (cache-bound); small ones in batches.
         default_batch = 1 if renderer.size >= 256 else 4
-        return cls(KeypointGenerator.from_workdir(workdirs["motion"]), renderer,
+        return cls(KeypointGenerator.from_workdir(motion_dir, task_name=motion), renderer,
                    default_batch if render_batch is None else render_batch)
 
     @functools.cached_property
@@ -110,6 +103,8 @@ class TalkingHeadGenerator:
             raise InputError(f"{out}: is a directory; give the output mp4's file name")
         if renderer not in RENDERERS:
             raise InputError(f"renderer {renderer!r}: not one of {', '.join(RENDERERS)}")
+        if pose_from is not None and not self.motion.follows_source:
+            raise InputError(f"{os.fspath(pose_from)}: following a video needs the motion model (--motion motion)")
         size = self.renderer.size
 
         with watch("face"):
@@ -219,14 +214,16 @@ def run(image: str | os.PathLike, speech: str | os.PathLike, out: str | os.PathL
         temperature: float | None = None, seed: int = 0, keypoints_out: str | os.PathLike | None = None,
         overlay: bool = False, max_seconds: float | None = None, render_batch: int | None = None,
         progress: bool = True, renderer: str = "photo", face: int | None = None, add_blinks: bool = True,
-        max_face_px: float | None = None, emotion: str | None = None, intensity: float = 1.0) -> GenerationReport:
+        max_face_px: float | None = None, emotion: str | None = None, intensity: float = 1.0, motion: str = "motion") -> GenerationReport:
     """`t2v generate`: the face in photo `image` speaks `speech`; the video goes to `out`.
 
     out: an mp4 of the photo's size (an odd side gains one edge row or column) with
         exactly `audio.num_video_frames(samples)` = round(25 x seconds) frames at 25 fps
         and the speech (mono, 16 kHz) as its audio track.
-    checkpoint: a `t2v demo` workdir, or a folder holding a `motion` and a `render` task
-        workdir (each with config.json and checkpoints/).
+    checkpoint: a `t2v demo` workdir, or a folder holding a `render` task workdir and a
+        keypoint task's (each with config.json and checkpoints/): `motion` picks which.
+    motion: the keypoint model, "motion" (default), "a2k" or "pose_lstm"; `pose_from`
+        needs "motion".
     pose_from: a video whose face's head pose, blinks and brows the output follows
         (motion-controllable mode); lips still follow `speech`.
     temperature: of the motion prior's samples (the checkpoint's `sample.temperature`
@@ -262,7 +259,7 @@ def run(image: str | os.PathLike, speech: str | os.PathLike, out: str | os.PathL
         from t2v.generate.emotion import EmotionEdit
 
         edit = EmotionEdit.for_request(emotion, intensity, checkpoint)
-    generator = TalkingHeadGenerator.from_checkpoint(checkpoint, render_batch)
+    generator = TalkingHeadGenerator.from_checkpoint(checkpoint, render_batch, motion)
     return generator.generate(image, speech, out, pose_from=pose_from, temperature=temperature, seed=seed,
                               keypoints_out=keypoints_out, overlay=overlay,
                               max_seconds=DEFAULT_MAX_SECONDS if max_seconds is None else max_seconds,

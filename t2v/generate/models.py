@@ -1,11 +1,15 @@
-"""The trained models generation runs: the motion model (speech -> keypoints) and the renderer.
+"""The trained models generation runs: a keypoint model (speech -> keypoints) and the renderer.
 
-    generator = KeypointGenerator.from_workdir("/tmp/motion")
+    generator = KeypointGenerator.from_workdir("/tmp/motion")   # or an "a2k" / "pose_lstm" workdir
     points_px = generator(wave, reference_px)      # [T, 68, 2] pixels, T = round(25 * seconds)
     renderer = FaceRenderer.from_workdir("/tmp/render")
     reference = renderer.encode(crop_uint8, crop_points)   # [S, S, 3], [68, 2] crop pixels
     frames = renderer.render(reference, points)    # [B, S, S, 3] in [0, 1] for points [B, 68, 2]
 
+The keypoint model is any of `KEYPOINT_TASKS` (`t2v generate --motion`): each task's
+`generate_audio_driven` turns log-mel and a reference into keypoints chunk by chunk; only
+`motion` also follows a source video (`keypoints_following`, `--pose-from`).
+`checkpoint_workdirs` finds the keypoint task's and the renderer's workdirs in a checkpoint.
 A workdir whose task or parameters do not fit raises `t2v.errors.InputError` naming it.
 """
 
@@ -27,38 +31,72 @@ from t2v.data.pipeline import image_keypoints
 from t2v.errors import InputError
 from t2v.tasks.render import renderer_spec
 
+KEYPOINT_TASKS = ("motion", "a2k", "pose_lstm")  # what `t2v generate --motion` picks from
 
-def read_task_config(workdir: str | Path, task: str) -> ml_collections.ConfigDict:
-    """A workdir's config.json, which must be of `task`."""
+
+def read_task_config(workdir: str | Path, task: str | None) -> ml_collections.ConfigDict:
+    """A workdir's config.json, which must be of `task` (any task when None)."""
     from t2v import checkpoint
 
     try:
         config = checkpoint.read_config(workdir)
     except FileNotFoundError as error:
         raise InputError(str(error)) from error
-    if config.task != task:
+    if task is not None and config.task != task:
         raise InputError(f"{workdir}: task {config.task!r}; this needs a {task!r} workdir")
     return config
 
 
+def checkpoint_workdirs(checkpoint_dir: str | Path, motion: str = "motion") -> tuple[Path, Path]:
+    """(keypoint task workdir, render workdir) of a checkpoint: a `t2v demo` workdir or a folder
+    holding a `render` workdir and the `motion` task's (`KEYPOINT_TASKS`). A subfolder named
+    after the task must be of that task; otherwise any subfolder of that task serves."""
+    from t2v import checkpoint as checkpoint_lib
+
+    if motion not in KEYPOINT_TASKS:
+        raise InputError(f"--motion {motion!r}: not one of {', '.join(KEYPOINT_TASKS)}")
+    try:
+        workdirs = checkpoint_lib.task_workdirs(checkpoint_dir)
+    except FileNotFoundError as error:  # checkpoint.py's one-line message
+        raise InputError(str(error)) from error
+    named = Path(checkpoint_dir) / motion
+    if (named / "config.json").is_file():
+        read_task_config(named, motion)  # a folder `a2k/` of another task: say so
+        workdirs[motion] = named
+    missing = [task for task in (motion, "render") if task not in workdirs]
+    if missing:
+        raise InputError(f"{checkpoint_dir}: no {' and no '.join(repr(m) for m in missing)} task "
+                         f"workdir (found {sorted(workdirs) or 'none'}); generation needs both")
+    return Path(workdirs[motion]), Path(workdirs["render"])
+
+
 @dataclasses.dataclass
 class KeypointGenerator:
-    """A trained motion model ready to turn speech into keypoints (audio-driven mode)."""
+    """A trained keypoint model (`KEYPOINT_TASKS`) ready to turn speech into keypoints."""
 
-    task: Any  # t2v.tasks.motion.MotionTask
+    task: Any  # t2v.tasks.motion.MotionTask, t2v.tasks.a2k.Audio2KeypointTask or t2v.tasks.pose_lstm.PoseLSTMTask
     params: Any
     chunk_frames: int = 256
 
     @classmethod
-    def from_workdir(cls, workdir: str | Path, chunk_frames: int | None = None) -> "KeypointGenerator":
-        """The motion model of a workdir (latest checkpoint, EMA parameters)."""
+    def from_workdir(cls, workdir: str | Path, chunk_frames: int | None = None,
+                     task_name: str | None = None) -> "KeypointGenerator":
+        """The keypoint model of a workdir (latest checkpoint, EMA parameters), of `task_name`
+        when given, else of any of `KEYPOINT_TASKS`."""
         from t2v import checkpoint
         from t2v.tasks import get_task
 
-        config = read_task_config(workdir, "motion")
+        if task_name is None:
+            config = read_task_config(workdir, None)
+            if config.task not in KEYPOINT_TASKS:
+                raise InputError(f"{workdir}: task {config.task!r}; this needs a workdir of "
+                                 f"{', '.join(map(repr, KEYPOINT_TASKS))}")
+        else:
+            config = read_task_config(workdir, task_name)
         # A lip-sync expert is a training loss only: generation must not need its workdir.
         config = ml_collections.ConfigDict(config.to_dict())
-        config.model.sync_workdir = ""
+        if "sync_workdir" in config.model:
+            config.model.sync_workdir = ""
         task = get_task(config)
         frames = 8
         example = {"mel": jax.ShapeDtypeStruct((1, audio.MELS_PER_FRAME * frames, audio.N_MELS), jnp.float32),
@@ -76,7 +114,12 @@ class KeypointGenerator:
         out = self.task.generate_audio_driven(self.params, jax.random.PRNGKey(seed), mel[None],
                                               np.asarray(reference, np.float32)[None], temperature,
                                               chunk_frames=self.chunk_frames)
-        return out["keypoints"][0]
+        return np.asarray(out["keypoints"][0], np.float32)
+
+    @property
+    def follows_source(self) -> bool:
+        """Whether the model has the motion-controllable mode (`keypoints_following`): motion only."""
+        return hasattr(self.task, "generate_from_source")
 
     def keypoints_following(self, mel: np.ndarray, reference: np.ndarray, source_mel: np.ndarray,
                             source_keypoints: np.ndarray, source_reference: np.ndarray) -> np.ndarray:
@@ -86,6 +129,9 @@ class KeypointGenerator:
         mel `[4T, 80]` and reference `[68, 2]` of the target; the source's mel `[4T, 80]`,
         keypoints `[T, 68, 2]` and reference `[68, 2]`, all in the face frame.
         """
+        if not self.follows_source:
+            raise InputError(f"following a source video (--pose-from) needs the motion model; this is "
+                             f"{self.task.config.task!r} (--motion motion)")
         mel, source_mel = _checked_mel(mel, "mel"), _checked_mel(source_mel, "source_mel")
         frames = len(mel) // audio.MELS_PER_FRAME
         if source_mel.shape != mel.shape or np.shape(source_keypoints) != (frames, keypoints.NUM_POINTS, 2):
