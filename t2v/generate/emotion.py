@@ -116,8 +116,11 @@ def speech_direction(neutral_frames: np.ndarray) -> np.ndarray:
 
 
 def without_opening(displacement: np.ndarray, direction: np.ndarray) -> np.ndarray:
-    """`displacement` less the multiple of `direction` that leaves the mouth opening unchanged."""
-    return displacement - _opening(displacement) / _opening(direction) * direction
+    """`displacement` less the multiple of `direction` that leaves the mouth opening unchanged
+    (three rounds: the opening is measured along the eye line, which the displacement moves)."""
+    for _ in range(3):
+        displacement = displacement - _opening(displacement) / _opening(direction) * direction
+    return displacement
 
 
 def fit_prototypes(clips: Iterable[dict], source: str) -> Prototypes:
