@@ -15,7 +15,10 @@
    fresh optimizer: the workdir is given a step-0 checkpoint of them, which the loop resumes.
 3. On the held-out tail the general model, the personalized one and the person themself get
    head-pose statistics (yaw, pitch, roll std in degrees of a weak-perspective fit;
-   `audio_pose_corr`) and the landmark error against the person: OUT/personalize.json.
+   `audio_pose_corr`) and the landmark error against the person: OUT/personalize.json. The
+   tail is scored with the reference the fine-tune was given (the fine-tune part's pinned
+   detected frame, `person_clip`), and the fine-tune's EMA decay is `personalize.ema_decay`
+   (0.9) so that the saved model is the tuned one, not mostly the general one.
 
 OUT is a normal task workdir (`t2v eval`, `t2v generate`). What is frozen by default, per
 task (`FREEZE`; a task config's `personalize` block or `--config.personalize.*` overrides):
@@ -59,7 +62,7 @@ FREEZE = {
 }
 TASKS = tuple(FREEZE)
 DEFAULTS = dict(frames=300, held_out=0.25, min_seconds=8.0, steps=200, lr=5e-4, warmup_steps=20, batch_size=8,
-                samples=3, seed=0)
+                samples=3, seed=0, ema_decay=0.9)
 AXES = ("yaw", "pitch", "roll")
 
 
@@ -131,7 +134,10 @@ def fine_tune_config(config: ml_collections.ConfigDict, data_dir: Path) -> ml_co
     tuned.seed = int(p.seed)
     tuned.data.update(source="records", path=str(data_dir / "train"), eval_path=str(data_dir / "eval"),
                       workers=0)
-    tuned.optimizer.update(lr=float(p.lr), warmup_steps=int(p.warmup_steps), freeze=list(p.freeze))
+    # The EMA (what is saved and scored) must follow a fine-tune of a few hundred steps: the
+    # general model's decay (0.99-0.999) would keep most of the general weights.
+    tuned.optimizer.update(lr=float(p.lr), warmup_steps=int(p.warmup_steps), freeze=list(p.freeze),
+                           ema_decay=float(p.get("ema_decay", DEFAULTS["ema_decay"])))
     steps = int(p.steps)
     # No eval in the loop: the held-out tail is a few windows, scored whole afterwards.
     tuned.train.update(steps=steps, batch_size=int(p.batch_size), log_every=max(1, min(50, steps)),
@@ -220,13 +226,29 @@ def compare(general: dict, personal: dict, person: dict) -> dict:
             "moved_toward_person": {k: bool(near[k] < far[k]) for k in far}}
 
 
-def held_out_report(config, general_params, tuned_params, data_dir: Path) -> dict:
-    from t2v.data import pipeline
-    from t2v.tasks import get_task
+def person_clip(config, data_dir: Path) -> dict:
+    """The held-out tail, prepared with the fine-tune's reference: the pinned detected frame of
+    the fine-tune part, which every fine-tune window was given (one photo of the person, as at
+    inference). Its own pinned frame would be another pose, and the model's pose is relative to
+    its reference: a fine-tune learns the person's offsets from the reference it saw."""
+    from t2v.data import pipeline, records
+    from t2v.data.references import reference_frame_index
 
     clip_config = ml_collections.ConfigDict(config.to_dict())
-    clip_config.data.update(source="records", eval_path=str(data_dir / "eval"), reference="detected")
-    clip = pipeline.load_clips(clip_config, "eval")[0]
+    clip_config.data.update(source="records", path=str(data_dir / "train"), eval_path=str(data_dir / "eval"))
+    raw = {split: records.decode_clip(next(iter(records.read_records(
+        pipeline.shard_paths(clip_config, split, int(config.seed))))), decode_frames=False)
+        for split in ("train", "eval")}
+    train_points = raw["train"]["keypoints"]
+    reference_px = train_points[reference_frame_index(raw["train"].get("clip_id"), len(train_points))]
+    # prepare_clip's "neutral" mode takes the clip's `neutral_keypoints` as its reference.
+    return pipeline.prepare_clip({**raw["eval"], "neutral_keypoints": reference_px}, reference="neutral")
+
+
+def held_out_report(config, general_params, tuned_params, data_dir: Path) -> dict:
+    from t2v.tasks import get_task
+
+    clip = person_clip(config, data_dir)
     task = get_task(config)
     p = config.personalize
     general = model_stats(task, general_params, clip, p.samples, int(p.seed))
