@@ -11,8 +11,10 @@ region is sampled (bicubic) from the photo through the affine of the target tria
 covering it (a backward warp); the triangle map is drawn at a resolution whose face is at
 most `max_face_px` wide and its sample positions upsampled, the pixels always come from
 the full-size photo. Where the photo has no pixels they are painted: a mouth cavity with
-teeth when the lips part further than in the photo, skin-coloured lids with a lash line
-when the eyes close further. Outside the photo the face region is its reflection.
+teeth when the lips part further than in the photo. Closing eyelids are the photo's own
+lid skin, stretched down over the eye by the mesh (its lash line at the lower edge): flat
+painted lids read as another person to a face-recognition model (benchmarks/RESULTS.md).
+Outside the photo the face region is its reflection.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from t2v import keypoints
 _STABLE = np.asarray(keypoints.STABLE)
 _INNER_LIP = np.arange(60, 68)
 _EYES = (np.arange(36, 42), np.arange(42, 48))
-_BROWS = (np.arange(17, 22), np.arange(22, 27))
 
 # Anchor rings in the template's face frame (jaw half-width ~1): (radii x, y) of ellipses
 # about RING_CENTRE and how much of the head's motion each follows.
@@ -182,7 +183,7 @@ class PhotoWarp:
 
     Everything fixed per photo is prepared once: the anchors, the region (the outer ring's
     box, reflected where it leaves the photo), the triangle map's resolution, the paste
-    mask, and the colours painting borrows from the photo (lips, lids). `render` returns
+    mask, and the colours painting borrows from the photo (lips, skin). `render` returns
     the whole frame; only pixels inside the outer ring can differ from the photo.
     """
 
@@ -238,21 +239,15 @@ class PhotoWarp:
     # ------------------------------------------------------------------ what the photo lends
 
     def _photo_colours(self) -> dict:
-        """Lip, cavity, teeth and per-eye lid colours `[3]` float, from the photo's own pixels
+        """Lip, skin, cavity and teeth colours `[3]` float, from the photo's own pixels
         (a grey photo gets grey ones)."""
         p = self.landmarks
         lips = _median_colour(self.photo, 0.5 * (p[[56, 57, 58]] + p[[65, 66, 67]]))
         skin = _median_colour(self.photo, 0.5 * (p[[31, 35, 2, 14]] + p[[48, 54, 30, 30]]), radius=2)
-        lids = []
-        for eye, brow in zip(_EYES, _BROWS):
-            brow_points = p[brow[np.linspace(0, len(brow) - 1, 4).round().astype(int)]]
-            lid = np.concatenate([(1 - t) * p[eye[[0, 1, 2, 3]]] + t * brow_points for t in (0.3, 0.45)])
-            # The lid's own skin lies in the crease's shadow; a closed lid catches the light.
-            lids.append(0.65 * _median_colour(self.photo, lid, radius=1) + 0.35 * skin)
         # Teeth: near white, tinted a little by the face's own colour balance.
         teeth = 0.82 * 228.0 + 0.18 * skin
         cavity = 0.22 * lips + 0.04 * skin
-        return {"lips": lips, "skin": skin, "lids": lids, "teeth": teeth, "cavity": cavity}
+        return {"lips": lips, "skin": skin, "teeth": teeth, "cavity": cavity}
 
     @staticmethod
     def _eye_coordinates(points: np.ndarray, eye: np.ndarray) -> np.ndarray:
@@ -281,11 +276,12 @@ class PhotoWarp:
         anchors = self._anchors + self._follow * (self._anchors @ matrix.T + offset - self._anchors)
         target = np.concatenate([points, anchors])
         affines, drawn = _affines(self._source_vertices, target, self._triangles)
-        closures = []
         for k, eye in enumerate(_EYES):
             closure = float(np.clip(1.0 - _aperture(points, eye) / max(self._photo_apertures[k], 1e-6), 0.0, 1.0))
-            closures.append(closure)
-            if closure > 0.02:  # the eye is not squashed by a blink: the lids come down over it
+            if closure > 0.02:
+                # A closing eye is not squashed: what is left open shows the photo's eye
+                # unsquashed, and the lid above it is the photo's own lid skin, stretched
+                # down by the mesh with its lash line at its lower edge.
                 open_eye = np.concatenate([self._open_eye(points, k), np.ones((6, 1))], -1)
                 affines[self._eye_triangles[k]] = np.linalg.lstsq(open_eye, self.landmarks[eye], rcond=None)[0]
         if _mouth_gap(points) > self._photo_gap:
@@ -302,9 +298,6 @@ class PhotoWarp:
         down = matrix @ self._down
         down /= max(float(np.linalg.norm(down)), 1e-9)
         self._paint_mouth(view, points, down)
-        for k, closure in enumerate(closures):
-            if closure > 0.02:
-                self._paint_lids(view, points, k, closure)
         return self._canvas
 
     def _triangle_map(self, target: np.ndarray, drawn: np.ndarray) -> np.ndarray:
@@ -366,37 +359,4 @@ class PhotoWarp:
         alpha = strength * (mouth * (1 - photo_band))[..., None]
         view = region[y0:y1, x0:x1].astype(np.float32)
         view += alpha * (painted - view)
-        region[y0:y1, x0:x1] = np.clip(view + 0.5, 0, 255).astype(np.uint8)
-
-    def _paint_lids(self, region: np.ndarray, points: np.ndarray, k: int, closure: float) -> None:
-        """Skin-coloured lids from the photo's open lid line down to the frame's, and a lash line."""
-        eye = points[_EYES[k]]
-        open_eye = self._open_eye(points, k)
-        patch = self._patch(np.concatenate([eye, open_eye]), 3 + 2 * self._feather)
-        if patch is None:
-            return
-        x0, y0, x1, y1 = patch
-        offset = [self.box[0] + x0, self.box[1] + y0]
-        eye, open_eye = eye - offset, open_eye - offset
-        shape = (y1 - y0, x1 - x0)
-        lids = [np.concatenate([open_eye[[0, 1, 2, 3]], eye[[2, 1]]]),
-                np.concatenate([open_eye[[3, 4, 5, 0]], eye[[5, 4]]])]
-        if closure > 0.6:  # what little is left between the lids closes over too
-            lids.append(eye)
-        lid = _soft_mask(shape, lids, 0.6 * self._feather) * min(0.9, 1.5 * closure)
-        width = float(np.linalg.norm(eye[3] - eye[0]))
-        lash_width = max(1, int(round(0.05 * width * _SUPERSAMPLE)))
-        line = Image.new("L", (shape[1] * _SUPERSAMPLE, shape[0] * _SUPERSAMPLE), 0)
-        ImageDraw.Draw(line).line([tuple(p) for p in ((eye[[0, 1, 2, 3]] + 0.5) * _SUPERSAMPLE - 0.5).tolist()],
-                                  fill=255, width=lash_width, joint="curve")
-        line = np.asarray(line.reduce(_SUPERSAMPLE), np.float32) / 255.0
-        lash = scipy.ndimage.gaussian_filter(line, 0.4 * self._feather) * (0.85 * closure)
-        # The closed lid's curve: a soft shadow above the lashes, the lid lighter above it.
-        shadow = scipy.ndimage.gaussian_filter(line, max(0.12 * width, 0.5))
-        shadow *= 0.3 * closure / max(float(shadow.max()), 1e-6)
-        skin = self._colours["lids"][k]
-        view = region[y0:y1, x0:x1].astype(np.float32)
-        view += lid[..., None] * (skin - view)
-        view *= 1.0 - (lid * shadow)[..., None]
-        view += lash[..., None] * (0.25 * skin - view)
         region[y0:y1, x0:x1] = np.clip(view + 0.5, 0, 255).astype(np.uint8)
