@@ -26,6 +26,15 @@ BUCKET_FRAMES = 32  # clip lengths are padded (with silence) to a multiple of th
 
 
 def evaluate_motion(workdir, config, params, settings: dict, seed: int) -> dict:
+    return evaluate_audio_driven(workdir, config, params, settings, seed, controllable=True)
+
+
+def evaluate_audio_driven(workdir, config, params, settings: dict, seed: int, controllable: bool) -> dict:
+    """metrics.json's model / baselines / ground truth for any audio-driven keypoint task.
+
+    `controllable`: the task has a motion-controllable mode (`generate_from_source`), which
+    scores the model's `pose_follow`; without one the model has none (the baselines keep theirs).
+    """
     from t2v.tasks import get_task
 
     task = get_task(config)
@@ -52,7 +61,8 @@ def evaluate_motion(workdir, config, params, settings: dict, seed: int) -> dict:
             row = sequence_metrics(generated, clip, judge, unseen)
             if name == "model":
                 row["pose_diversity"] = metrics.pose_diversity(samples, clip["reference"])
-                row["pose_follow"] = controlled_pose_follow(task, params, clip, source)
+                if controllable:
+                    row["pose_follow"] = controlled_pose_follow(task, params, clip, source)
             elif name != "ground_truth":
                 row["pose_diversity"] = 0.0
                 row["pose_follow"] = follow(generated, clip, source)
