@@ -260,19 +260,10 @@ def mouth_box(points: np.ndarray, margin: float) -> np.ndarray:
     return np.concatenate([low - pad, high + pad]).astype(np.float32)
 
 
-class PairMaker:
-    """(record index, record bytes) + a numpy Generator -> one frame-pair example at `size`
-    pixels (fields in the module doc), or None for an unusable record.
+class FrameRecords:
+    """Reads clip records with their frames left as JPEG bytes, counting what it skips and why."""
 
-    Frames stay JPEG bytes until a pair reads them; `pair(clip, reference, target)`
-    makes the pair of given frames (eval pairs, never augmented). Random pairs (`__call__`,
-    training) go through `augment` when one is given (`PairAugment.from_config`).
-    """
-
-    def __init__(self, size: int, mouth_margin: float, augment: PairAugment | None = None):
-        self.size = size
-        self.mouth_margin = mouth_margin
-        self.augment = augment
+    def __init__(self):
         self.skipped = 0
         self.skip_reasons = collections.Counter()
 
@@ -297,6 +288,22 @@ class PairMaker:
             log.warning("skipping %s (clip %s): no frames, or not one per keypoint frame", where, clip.get("clip_id"))
             return None
         return clip
+
+
+class PairMaker(FrameRecords):
+    """(record index, record bytes) + a numpy Generator -> one frame-pair example at `size`
+    pixels (fields in the module doc), or None for an unusable record.
+
+    Frames stay JPEG bytes until a pair reads them; `pair(clip, reference, target)`
+    makes the pair of given frames (eval pairs, never augmented). Random pairs (`__call__`,
+    training) go through `augment` when one is given (`PairAugment.from_config`).
+    """
+
+    def __init__(self, size: int, mouth_margin: float, augment: PairAugment | None = None):
+        self.size = size
+        self.mouth_margin = mouth_margin
+        self.augment = augment
+        super().__init__()
 
     def frame(self, clip: dict, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Frame `index` resized to `size`: uint8 `[S, S, 3]` and keypoints `[68, 2]` in [-1, 1]."""

@@ -17,7 +17,6 @@ Other tasks use a trained classifier, frozen, through `load_classifier(workdir)`
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 import logging
@@ -66,29 +65,18 @@ def _inside(box, image_size) -> bool:
     return box[0] >= 0 and box[1] >= 0 and box[2] <= image_size[0] and box[3] <= image_size[1]
 
 
-class FrameMaker:
+class FrameMaker(pipeline.FrameRecords):
     """(record index, record bytes) + rng -> {"image": uint8 crop, "label": int}, or None
     (counted) for a record without frames or with an emotion outside EMOTIONS."""
 
     def __init__(self, crop: int, flip: bool = True):
+        super().__init__()
         self.crop, self.flip = int(crop), flip
-        self.skip_reasons = collections.Counter()
-
-    def skip_summary(self) -> str:
-        return "; ".join(f"{n} {reason}" for reason, n in sorted(self.skip_reasons.items())) or "no record was read"
 
     def decode(self, record: bytes, where: str) -> dict | None:
-        try:
-            clip = records.decode_clip(record, decode_frames=False)
-        except records.RecordError as error:
-            self.skip_reasons["undecodable"] += 1
-            log.warning("skipping %s: %s", where, error)
-            return None
-        if not clip.get("frames") or len(clip["frames"]) != len(clip["keypoints"]):
-            self.skip_reasons["without one frame per keypoint frame"] += 1
-            return None
-        if clip.get("emotion") not in EMOTION_INDEX:
-            self.skip_reasons[f"with emotion {clip.get('emotion')!r} (not one of EMOTIONS)"] += 1
+        clip = super().decode(record, where)
+        if clip is not None and clip.get("emotion") not in EMOTION_INDEX:
+            self.count_skip(f"with emotion {clip.get('emotion')!r} (not one of EMOTIONS)")
             return None
         return clip
 
