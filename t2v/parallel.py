@@ -101,6 +101,30 @@ def logical_to_sharding(params: Any, mesh: Mesh, rules: Rules) -> Any:
     return nn.logical_to_mesh_sharding(specs, mesh, [tuple(rule) for rule in rules])
 
 
+def gathered_for_compute(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:
+    """`x` (a weight whose dims carry `logical_axes`) constrained to the layout its rules give,
+    less the batch axes: FSDP stores a weight split over them and gathers it where it is used,
+    while tensor-parallel dims stay split. Outside a mesh with rules it is `x` unchanged.
+
+    The convolutions use it (`t2v.models.layers`): left to itself, XLA's partitioner (Shardy,
+    jax 0.10) gets a convolution's input gradient wrong when the batch is split over
+    ("data", "fsdp") and the kernel's [in, out] over ("fsdp", "tensor"); the sync expert's
+    gradients were off by ~10% on data2 x fsdp2 x tensor2. tests/test_conv_sharding.py
+    holds the jax-only reproduction (a strict xfail: it tells when XLA fixes it).
+    """
+    rules = nn.get_logical_axis_rules()
+    if not rules or jax.sharding.get_abstract_mesh().empty:
+        return x
+
+    def unbatched(mesh_axes):
+        named = (mesh_axes,) if isinstance(mesh_axes, str) else tuple(mesh_axes or ())
+        kept = tuple(a for a in named if a not in BATCH_AXES)
+        return kept[0] if len(kept) == 1 else (kept or None)
+
+    spec = nn.logical_to_mesh_axes(tuple(logical_axes), rules)
+    return jax.lax.with_sharding_constraint(x, PartitionSpec(*(unbatched(a) for a in spec)))
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 

@@ -16,10 +16,14 @@ the parameter-free image helpers the renderer and the discriminator share (`upsa
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+
+from t2v import parallel
 
 Dtype = jnp.dtype | type
 Axes = tuple[str | None, ...]
@@ -91,6 +95,13 @@ class MultiAxisDense(nn.Module):
         return y
 
 
+def _gathered_conv(lhs, rhs, *args, kernel_axes: Axes, **kwargs):
+    """`lax.conv_general_dilated` with the kernel gathered over the batch mesh axes first
+    (`parallel.gathered_for_compute`: the FSDP layout for compute, and a way around an XLA
+    partitioning bug in the convolution's gradient)."""
+    return jax.lax.conv_general_dilated(lhs, parallel.gathered_for_compute(rhs, kernel_axes), *args, **kwargs)
+
+
 def conv1d(
     features: int,
     kernel_size: int,
@@ -117,6 +128,7 @@ def conv1d(
         dtype=dtype,
         param_dtype=param_dtype,
         kernel_init=nn.with_logical_partitioning(default_kernel_init, (None, *axes)),
+        conv_general_dilated=partial(_gathered_conv, kernel_axes=(None, *axes)),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), axes[-1:]),
         name=name,
     )
@@ -144,6 +156,7 @@ def conv2d(
         dtype=dtype,
         param_dtype=param_dtype,
         kernel_init=nn.with_logical_partitioning(kernel_init, (None, None, *_distinct(*axes))),
+        conv_general_dilated=partial(_gathered_conv, kernel_axes=(None, None, *_distinct(*axes))),
         bias_init=nn.with_logical_partitioning(bias_init, axes[-1:]),
         name=name,
     )

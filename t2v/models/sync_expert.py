@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from t2v.keypoints import MOUTH
-from t2v.models.layers import Dtype, TemporalConvBlock, conv1d, default_kernel_init, dense, layer_norm
+from t2v.models.layers import Dtype, TemporalConvBlock, conv1d, conv2d, dense, layer_norm
 
 _MELS_PER_FRAME = 4
 _MAX_LOG_SCALE = math.log(100.0)  # CLIP's cap: keeps the logits from blowing up early
@@ -82,11 +82,7 @@ class SyncExpert(nn.Module):
         self.mouth_in = dense(self.width, ("channels", "embed"), **kw)
         self.mouth_head = _TemporalHead(self.features, self.num_layers, **kw)
         if self.use_image:
-            self.image_convs = [
-                nn.Conv(c, (3, 3), strides=(2, 2), padding="SAME", **kw,
-                        kernel_init=nn.with_logical_partitioning(default_kernel_init, (None, None, "channels", "mlp")),
-                        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("mlp",)))
-                for c in self.image_channels]
+            self.image_convs = [conv2d(c, 3, ("channels", "mlp"), stride=2, **kw) for c in self.image_channels]
             self.image_in = dense(self.width, ("mlp", "embed"), **kw)
             self.image_head = _TemporalHead(self.features, self.num_layers, **kw)
         self.log_scale = self.param(
