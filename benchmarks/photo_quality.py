@@ -29,7 +29,9 @@ H.264 encoder): what the figures read when the motion is right and the pixels ar
 
 Cases: astronaut (512x512 colour, English), group (six faces tiled from the astronaut and
 matplotlib's Grace Hopper portrait, German), grey112 (a 112x112 grey downscale of the
-astronaut, ~23-px face, Japanese in kana). Prints a table, writes
+astronaut, ~23-px face, Japanese in kana); held out (never used to build the photo path):
+hopper (matplotlib's Grace Hopper photo alone, Hindi) and camera (scikit-image's
+cameraman, grey, face turned past 3/4 view, Greek). Prints a table, writes
 benchmarks/results/photo_quality.json (rows of other labels are kept) and the "Photo
 quality" section of benchmarks/RESULTS.md; `--frames-out` writes PNGs of judged frames.
 """
@@ -63,7 +65,7 @@ from t2v.data import speech  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 SAMPLED_FRAMES = 16
 SAMPLE_RATE = 16000
-CASES = ("astronaut", "group", "grey112")
+CASES = ("astronaut", "group", "grey112", "hopper", "camera")
 SECTION = "## Photo quality (independent judges)"
 
 # Everyday Japanese in kana (eSpeak NG's ja dictionary reads kana, not kanji); written for t2v.
@@ -78,6 +80,29 @@ JAPANESE = (
     "にわに あかい はなが さいて います。",
     "もうすこし ゆっくり はなして ください。",
     "てつだって くれて ほんとうに ありがとう。",
+)
+
+# Held out: languages outside the Latin script that t2v never trains on (not in
+# `speech.LANGUAGES`), everyday sentences written for t2v.
+HINDI = (
+    "आज मौसम बहुत अच्छा है।",
+    "स्टेशन यहाँ से दस मिनट की दूरी पर है।",
+    "कल हम दोस्तों के साथ फ़िल्म देखने जाएँगे।",
+    "मुझे सुबह चाय पीना पसंद है।",
+    "क्या आपने अपना काम पूरा कर लिया?",
+    "बाज़ार में आज बहुत भीड़ है।",
+    "कृपया थोड़ा धीरे बोलिए।",
+    "मदद के लिए आपका बहुत धन्यवाद।",
+)
+GREEK = (
+    "Σήμερα ο καιρός είναι πολύ ωραίος.",
+    "Ο σταθμός είναι δέκα λεπτά με τα πόδια.",
+    "Αύριο θα πάμε σινεμά με τους φίλους μας.",
+    "Κάθε πρωί πίνω έναν καφέ στο μπαλκόνι.",
+    "Τελείωσες την εργασία σου;",
+    "Το τρένο έχει λίγη καθυστέρηση σήμερα.",
+    "Μίλα λίγο πιο αργά, σε παρακαλώ.",
+    "Σε ευχαριστώ πολύ για τη βοήθεια.",
 )
 
 
@@ -128,6 +153,13 @@ def grey_small() -> np.ndarray:
     return np.asarray(Image.fromarray(astronaut()).convert("L").resize((112, 112), Image.LANCZOS).convert("RGB"))
 
 
+def camera() -> np.ndarray:
+    """scikit-image's cameraman (512x512 grey): a face turned well past 3/4 view, ~75 px."""
+    import skimage.data
+
+    return np.repeat(skimage.data.camera()[..., None], 3, -1)
+
+
 def case_inputs(case: str, seconds: float) -> tuple[np.ndarray, np.ndarray, str]:
     """(photo uint8 [H, W, 3], speech float32 [S] at 16 kHz, language) of a case."""
     if case == "astronaut":
@@ -136,6 +168,10 @@ def case_inputs(case: str, seconds: float) -> tuple[np.ndarray, np.ndarray, str]
         return group_photo(), speech.long_speech(seconds, "de", SAMPLE_RATE), "de"
     if case == "grey112":
         return grey_small(), speech.long_speech(seconds, "ja", SAMPLE_RATE, sentences=JAPANESE), "ja"
+    if case == "hopper":  # matplotlib's Grace Hopper photo on its own, at its own size
+        return grace_hopper(), speech.long_speech(seconds, "hi", SAMPLE_RATE, sentences=HINDI), "hi"
+    if case == "camera":
+        return camera(), speech.long_speech(seconds, "el", SAMPLE_RATE, sentences=GREEK), "el"
     raise SystemExit(f"--cases: unknown case {case!r} (known: {', '.join(CASES)})")
 
 
@@ -287,7 +323,8 @@ def run_case(case: str, checkpoint: str, seconds: float, scratch: Path, frames_o
     if frames_out:
         write_pngs(frames_out, case, photo, frames, row)
     description = {"astronaut": "the astronaut, 512x512", "group": "group photo of six faces, 768x512",
-                   "grey112": "112x112 grey portrait"}[case]  # fmt: skip
+                   "grey112": "112x112 grey portrait", "hopper": "Grace Hopper, 512x600 (held out)",
+                   "camera": "cameraman, 512x512 grey (held out)"}[case]  # fmt: skip
     return {"case": case, "photo": description, "photo_size": list(photo.shape[1::-1]), "language": language,
             "generate_seconds": generate_s, **row}  # fmt: skip
 
