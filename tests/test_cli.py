@@ -140,7 +140,8 @@ def test_generate_maps_flags_and_overrides_onto_run(monkeypatch, capsys):
     (args, kwargs), = calls
     assert args == ("face.png", "speech.wav", "o.mp4")
     assert kwargs == dict(checkpoint="ckpt", pose_from=None, keypoints_out=None, temperature=0.5, seed=4,
-                          overlay=True, max_seconds=None, render_batch=2, face=1)  # unset renderer, add_blinks: run's own
+                          overlay=True, max_seconds=None, render_batch=2, motion="motion",
+                          face=1)  # unset renderer, add_blinks, emotion: run's own
     printed = json.loads(capsys.readouterr().out.split("\nwrote ")[0])
     assert printed["generate"]["render_batch"] == 2
 
