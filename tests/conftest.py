@@ -9,6 +9,13 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# The 8 fake devices are 8 threads meeting at every collective. On a loaded 2-core machine
+# one of them can arrive minutes late, and XLA's CPU runtime then aborts the whole process
+# (a "crashed worker" in CI, motion on d2f2t2 once). Late is not stuck here: wait long.
+if "collective_call_terminate" not in os.environ["XLA_FLAGS"]:
+    os.environ["XLA_FLAGS"] += (" --xla_cpu_collective_call_warn_stuck_timeout_seconds=600"
+                                " --xla_cpu_collective_call_terminate_timeout_seconds=3600"
+                                " --xla_cpu_collective_timeout_seconds=3600")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # numba (inside librosa, used by some tests as a reference) writes its JIT cache next to
